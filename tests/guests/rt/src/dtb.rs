@@ -1,0 +1,32 @@
+//! The device tree the loader passed in x0: the guest's view of its board.
+//!
+//! The DTB is read in place through the `fdt` crate, which needs no allocator. The runtime
+//! treats it as read-only for the guest's whole life, which is what makes `'static` borrows of
+//! it sound; no test guest writes to the memory it occupies.
+
+use fdt::{Fdt, FdtError};
+
+use crate::entry::dtb_address;
+
+/// The DTB at the address the loader passed in x0 to vCPU 0, checked for a valid header.
+///
+/// Fails with [`FdtError::BadPtr`] when x0 was 0 or not 8-byte aligned (the boot protocol
+/// requires 8), rather than reading at an address no loader would use.
+pub fn get() -> Result<Fdt<'static>, FdtError> {
+    let address = dtb_address();
+    if address == 0 || !address.is_multiple_of(8) {
+        return Err(FdtError::BadPtr);
+    }
+    // SAFETY: the boot protocol puts a DTB at this address in the guest's RAM, where it stays
+    // unmodified (see the module docs); `from_ptr` reads its header before trusting its size.
+    unsafe { Fdt::from_ptr(address as *const u8) }
+}
+
+/// The kernel command line: `/chosen/bootargs`, or `None` if there is no valid DTB, no
+/// `/chosen` or no `bootargs` in it. See [`crate::bootargs`] for picking words out of it.
+pub fn bootargs() -> Option<&'static str> {
+    let fdt = get().ok()?;
+    // Fdt::chosen() panics without /chosen; a board may legitimately have none.
+    let chosen = fdt.find_node("/chosen")?;
+    chosen.property("bootargs")?.as_str()
+}
