@@ -1,0 +1,285 @@
+//! From the first instruction to the first guest.
+//!
+//! The boot CPU, in order: reads the DTB it was given (no heap or MMU needed), builds Veil's EL2
+//! map and turns the MMU and caches on, switches to the DTB's console and logger, prints the
+//! banner, hands free RAM to the heap and the frame allocator, configures its EL2 controls,
+//! builds every VM in the package, and enters the first vCPU. Each step's failure is a clear
+//! message and a power-off, never a hang.
+
+use crate::board::{self, discovery::{GicVersion, Platform, Region}, power::ExitStatus};
+use crate::memory::{self, el2_map, frames, heap, layout};
+use crate::vm::{self, HostInfo, Vm, id_regs::GuestGic, package, registry, vcpu::Vcpu};
+use crate::{cpu, println};
+use alloc::boxed::Box;
+
+#[cfg(target_arch = "aarch64")]
+core::arch::global_asm!(include_str!("_arch/aarch64/entry.s"));
+
+/// Entered at EL1 or EL0: the CPU (or the firmware) gives Veil no EL2.
+#[unsafe(no_mangle)]
+extern "C" fn boot_at_wrong_el(el: u64) -> ! {
+    println!(
+        "\nVeil was entered at EL{el}: this CPU (or its firmware) offers no virtualization.\n\
+         Veil needs to start at EL2 (QEMU: -M virt,virtualization=on; Raspberry Pi: the stock \
+         firmware with arm_64bit=1)."
+    );
+    loop {
+        aarch64_cpu_wait();
+    }
+}
+
+fn aarch64_cpu_wait() {
+    #[cfg(target_arch = "aarch64")]
+    aarch64_cpu::asm::wfe();
+}
+
+/// Stops boot with a message a user can act on.
+fn fail(what: core::fmt::Arguments) -> ! {
+    println!("\nveil: cannot boot: {what}");
+    board::power::power_off(ExitStatus::VeilPanic)
+}
+
+/// The boot CPU's Rust entry, with the MMU off and `dtb` from x0.
+#[unsafe(no_mangle)]
+extern "C" fn boot_primary(dtb: usize) -> ! {
+    cpu::init_this_cpu(0);
+
+    // 1. The DTB, read in place. Its size comes from its header.
+    if dtb == 0 {
+        fail(format_args!("no DTB in x0; boot Veil as a raw binary (QEMU -kernel veil.bin), not as an ELF"));
+    }
+    // SAFETY: the boot protocol puts a DTB at x0; we read just its 40-byte header first.
+    let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 40) };
+    let Some(size) = board::discovery::fdt_total_size(header) else {
+        fail(format_args!("x0 = {dtb:#x} does not point to a DTB"));
+    };
+    // SAFETY: the header says the blob is `size` bytes long; it stays untouched for Veil's
+    // whole life (it is reserved from the frame allocator below).
+    let blob: &'static [u8] = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
+    let platform = match Platform::from_fdt(blob) {
+        Ok(p) => board::set_platform(p),
+        Err(e) => fail(format_args!("bad DTB at {dtb:#x}: {e}")),
+    };
+    board::set_options(board::VeilOptions::parse(platform.bootargs));
+
+    // 2. Veil's own map; then MMU and caches on.
+    let image = layout::image();
+    let mut devices = [Region::default(); 8];
+    let device_count = host_devices(platform, &mut devices);
+    let el2 = el2_map::El2Layout {
+        ram: platform.memory.as_slice(),
+        code: code_region(),
+        devices: &devices[..device_count],
+    };
+    let (root, tables) = match el2_map::build_boot_map(&el2) {
+        Ok(r) => r,
+        Err(e) => fail(format_args!("cannot build the EL2 map: {e:?}")),
+    };
+    // SAFETY: the map covers all RAM (code, stacks, data, DTB) and the console.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        memory::mmu::enable(root)
+    };
+
+    // 3. Console and log.
+    if let Some(uart) = platform.uart {
+        board::console::init(uart.base);
+    }
+    crate::logger::init(board::options().log_level);
+    print_banner(platform, image, tables);
+
+    // 4. Free memory: everything the DTB calls RAM minus what is already used.
+    let mut reserved = [Region::default(); 4 + board::discovery::MAX_RESERVED];
+    reserved[0] = image;
+    reserved[1] = Region { base: dtb as u64, size: size as u64 };
+    if let Some(initrd) = platform.initrd {
+        reserved[2] = initrd;
+    }
+    for (slot, r) in reserved[3..].iter_mut().zip(platform.reserved.iter()) {
+        *slot = *r;
+    }
+    let mut free = frames::free_ranges(platform.memory.as_slice(), &reserved);
+    let Some(heap_base) = frames::take_block(&mut free, heap::HEAP_SIZE, memory::BLOCK_2M) else {
+        fail(format_args!("less than {} MiB of free RAM for Veil's heap", heap::HEAP_SIZE >> 20));
+    };
+    // SAFETY: the block was just removed from the free ranges and is mapped read-write.
+    unsafe { heap::init(heap_base) };
+    frames::init(&free);
+    let free_bytes: u64 = free.iter().map(|r| r.size).sum();
+    log::info!("memory: {} MiB free for guests after a {} MiB heap", free_bytes >> 20, heap::HEAP_SIZE >> 20);
+
+    // 5. This CPU's EL2 controls.
+    #[cfg(target_arch = "aarch64")]
+    cpu::el2::configure();
+
+    // 6. The VMs.
+    create_vms(platform);
+    let Some(first) = registry::get(0).filter(|vm| vm.state() == vm::VmState::Running) else {
+        log::error!("no VM to run");
+        let status = match registry::count() {
+            0 => ExitStatus::VmStopped,
+            _ => registry::outcome().unwrap_or(ExitStatus::VmStopped),
+        };
+        board::power::power_off(status);
+    };
+    log::info!("starting VM 0 \"{}\" at {:#x}", first.name, first.entry);
+    let vcpu = Box::new(Vcpu::new(first.clone(), 0, first.entry, first.dtb_ipa));
+    // SAFETY: the only reference to this CPU's block from here on.
+    unsafe { cpu::this() }.run(vcpu)
+}
+
+/// The boot path for secondary CPUs (started by Veil with PSCI CPU_ON in a later step).
+#[unsafe(no_mangle)]
+extern "C" fn boot_secondary(index: usize) -> ! {
+    cpu::init_this_cpu(index);
+    cpu::idle()
+}
+
+/// The host devices Veil itself maps: the console and the GIC's register windows.
+fn host_devices(platform: &Platform, out: &mut [Region; 8]) -> usize {
+    let mut n = 0;
+    let mut add = |r: Option<Region>| {
+        if let Some(r) = r {
+            if n < out.len() {
+                out[n] = r;
+                n += 1;
+            }
+        }
+    };
+    add(platform.uart.map(|u| Region { base: u.base, size: u.size }));
+    if let Some(gic) = &platform.gic {
+        add(Some(gic.distributor));
+        add(gic.cpu_interface);
+        add(gic.hyp_interface);
+        add(gic.virtual_cpu_interface);
+        add(gic.redistributors);
+    }
+    if board::facts::POWEROFF == board::PowerOffMethod::Bcm2711Watchdog {
+        // The BCM2711 power-management block (watchdog) used to power off.
+        add(Some(Region { base: 0xfe10_0000, size: 0x1000 }));
+    }
+    n
+}
+
+/// Veil's code, from the image start to the start of read-only data (page aligned by the
+/// linker script).
+fn code_region() -> Region {
+    #[cfg(target_os = "none")]
+    {
+        unsafe extern "C" {
+            static __image_start: u8;
+            static __rodata_start: u8;
+        }
+        let (start, end) = (&raw const __image_start as u64, &raw const __rodata_start as u64);
+        Region { base: start, size: end - start }
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        Region::default()
+    }
+}
+
+fn print_banner(platform: &Platform, image: Region, tables: usize) {
+    println!(
+        "\nVeil {} — type-1 hypervisor for ARMv8-A (board {})",
+        env!("CARGO_PKG_VERSION"),
+        board::facts::NAME
+    );
+    println!("  machine  {}", platform.model);
+    println!("  cpus     {}", platform.cpus.len());
+    for r in platform.memory.iter() {
+        println!("  memory   {:#012x}..{:#012x} ({} MiB)", r.base, r.end(), r.size >> 20);
+    }
+    println!(
+        "  veil     {:#012x}..{:#012x}, EL2 map in {tables} pages",
+        image.base,
+        image.end()
+    );
+    if let Some(uart) = platform.uart {
+        println!("  console  PL011 at {:#x}", uart.base);
+    }
+    match &platform.gic {
+        Some(gic) => {
+            let version = match gic.version {
+                GicVersion::V2 => 2,
+                GicVersion::V3 => 3,
+            };
+            println!("  gic      v{version}, distributor at {:#x}", gic.distributor.base);
+        }
+        None => println!("  gic      none found"),
+    }
+    if let Some(t) = &platform.timer {
+        println!(
+            "  timer    {} Hz; INTIDs: EL1 phys {}, EL1 virt {}, EL2 phys {}",
+            crate::timer::frequency(),
+            t.nonsecure_phys,
+            t.virt,
+            t.hyp_phys
+        );
+    }
+    match platform.psci {
+        Some(m) => println!("  psci     via {}", if m == board::discovery::PsciMethod::Smc { "smc" } else { "hvc" }),
+        None => println!("  psci     none"),
+    }
+    if let Some(initrd) = platform.initrd {
+        println!("  vms      package at {:#x} ({} KiB)", initrd.base, initrd.size >> 10);
+    }
+}
+
+/// Builds every VM in the package the boot loader placed as the initrd.
+fn create_vms(platform: &Platform) {
+    let Some(initrd) = platform.initrd.filter(|r| r.size != 0) else {
+        log::error!("no VM package: pass one as the initrd (QEMU: -initrd vms.pkg; see docs/VM_PACKAGE.md)");
+        return;
+    };
+    // SAFETY: the boot loader placed the package there; its range is reserved from the frame
+    // allocator and identity-mapped as RAM.
+    let blob: &'static [u8] = unsafe { core::slice::from_raw_parts(initrd.base as *const u8, initrd.size as usize) };
+    let package = match package::parse(blob) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("VM package at {:#x}: {e}", initrd.base);
+            return;
+        }
+    };
+    let host = HostInfo {
+        id_regs: read_host_id_regs(),
+        gic: match platform.gic.as_ref().map(|g| g.version) {
+            Some(GicVersion::V2) => GuestGic::V2,
+            _ => GuestGic::V3,
+        },
+        shared_console: package.vms().count() > 1,
+    };
+    for (index, spec) in package.vms().enumerate() {
+        match spec {
+            Ok(spec) => match Vm::create(index, &spec, &host) {
+                Ok(vm) => {
+                    log::info!(
+                        "VM {index} \"{}\": {} MiB at PA {:#x}, {} vCPU(s), GICv{}, {:?} kernel",
+                        vm.name,
+                        vm.ram.size >> 20,
+                        vm.ram.pa,
+                        vm.vcpu_count,
+                        if vm.gic == GuestGic::V2 { 2 } else { 3 },
+                        vm::loader::detect(spec.kernel),
+                    );
+                    registry::register(vm);
+                }
+                Err(e) => log::error!("VM {index} \"{}\" not created: {e}", spec.name),
+            },
+            Err(e) => log::error!("VM {index} not created: {e}"),
+        }
+    }
+}
+
+/// The host's ID register space, read once (see `vm::id_regs`).
+fn read_host_id_regs() -> [u64; vm::id_regs::ID_REG_COUNT] {
+    #[cfg(target_arch = "aarch64")]
+    {
+        crate::cpu::el2::read_id_space()
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        [0; vm::id_regs::ID_REG_COUNT]
+    }
+}

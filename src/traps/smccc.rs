@@ -1,0 +1,172 @@
+//! Guest calls into the hypervisor: SMCCC 1.1 over HVC or SMC (both trap here), with the PSCI
+//! 1.1 power interface, the SMCCC architecture calls and Veil's own vendor range
+//! (`docs/HYPERCALLS.md`). Any other function ID answers NOT_SUPPORTED (-1), in both the 32- and
+//! 64-bit conventions. An SMC never reaches firmware: HCR_EL2.TSC traps it.
+
+use super::Exit;
+use crate::vm::vcpu::Vcpu;
+
+/// SMCCC return codes (DEN0028) and PSCI return codes (DEN0022), as the guest reads them in x0.
+pub mod ret {
+    pub const SUCCESS: u64 = 0;
+    pub const NOT_SUPPORTED: u64 = -1i64 as u64;
+    pub const INVALID_PARAMETERS: u64 = -2i64 as u64;
+    pub const DENIED: u64 = -3i64 as u64;
+    pub const ALREADY_ON: u64 = -4i64 as u64;
+}
+
+/// Function IDs Veil answers.
+pub mod fid {
+    pub const SMCCC_VERSION: u32 = 0x8000_0000;
+    pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
+    pub const PSCI_VERSION: u32 = 0x8400_0000;
+    pub const PSCI_MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
+    pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
+    pub const PSCI_SYSTEM_RESET: u32 = 0x8400_0009;
+    pub const PSCI_FEATURES: u32 = 0x8400_000a;
+    /// Vendor-specific hypervisor service (owner 6): call count, UID and revision queries.
+    pub const VENDOR_HYP_CALL_UID: u32 = 0x8600_ff01;
+    pub const VENDOR_HYP_REVISION: u32 = 0x8600_ff03;
+    /// Veil: which VM and vCPU is calling (x1 = VM index, x2 = vCPU index, x3 = vCPU count).
+    pub const VEIL_VCPU_INFO: u32 = 0xc600_0001;
+}
+
+/// SMCCC 1.1, PSCI 1.1: (major << 16) | minor.
+pub const SMCCC_VERSION_1_1: u64 = 0x1_0001;
+pub const PSCI_VERSION_1_1: u64 = 0x1_0001;
+/// MIGRATE_INFO_TYPE: 2 = no Trusted OS that needs migrating.
+pub const MIGRATE_INFO_TYPE_NONE: u64 = 2;
+/// Veil's vendor-hypervisor UID, as four 32-bit words in x0..x3 (a random UUID,
+/// 5e7d0b62-9f3c-4e8a-b1d4-7c2f0a8e6b91).
+pub const VEIL_UID: [u64; 4] = [0x620b_7d5e, 0x8a4e_3c9f, 0x2f7c_d4b1, 0x916b_8e0a];
+/// Veil's hypercall interface revision (major, minor).
+pub const VEIL_REVISION: (u64, u64) = (0, 1);
+
+/// What a call asks for, decided from its function ID alone (pure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    SmcccVersion,
+    SmcccArchFeatures,
+    PsciVersion,
+    PsciFeatures,
+    PsciMigrateInfoType,
+    SystemOff,
+    SystemReset,
+    VendorUid,
+    VendorRevision,
+    VeilVcpuInfo,
+    Unknown,
+}
+
+impl Call {
+    pub fn from_fid(fid: u32) -> Call {
+        match fid {
+            fid::SMCCC_VERSION => Call::SmcccVersion,
+            fid::SMCCC_ARCH_FEATURES => Call::SmcccArchFeatures,
+            fid::PSCI_VERSION => Call::PsciVersion,
+            fid::PSCI_FEATURES => Call::PsciFeatures,
+            fid::PSCI_MIGRATE_INFO_TYPE => Call::PsciMigrateInfoType,
+            fid::PSCI_SYSTEM_OFF => Call::SystemOff,
+            fid::PSCI_SYSTEM_RESET => Call::SystemReset,
+            fid::VENDOR_HYP_CALL_UID => Call::VendorUid,
+            fid::VENDOR_HYP_REVISION => Call::VendorRevision,
+            fid::VEIL_VCPU_INFO => Call::VeilVcpuInfo,
+            _ => Call::Unknown,
+        }
+    }
+}
+
+/// PSCI_FEATURES: 0 for each PSCI function Veil implements, NOT_SUPPORTED for the rest.
+pub fn psci_features(queried: u32) -> u64 {
+    match Call::from_fid(queried) {
+        Call::PsciVersion | Call::PsciFeatures | Call::PsciMigrateInfoType | Call::SystemOff | Call::SystemReset => {
+            ret::SUCCESS
+        }
+        _ => ret::NOT_SUPPORTED,
+    }
+}
+
+/// SMCCC_ARCH_FEATURES: whether an Arm architecture call is implemented.
+pub fn arch_features(queried: u32) -> u64 {
+    match Call::from_fid(queried) {
+        Call::SmcccVersion | Call::SmcccArchFeatures => ret::SUCCESS,
+        _ => ret::NOT_SUPPORTED,
+    }
+}
+
+/// How the call arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conduit {
+    Hvc,
+    Smc,
+}
+
+/// Handles an SMCCC call from `vcpu`. For an SMC the caller has already stepped past it.
+pub fn handle(vcpu: &mut Vcpu, conduit: Conduit) -> Exit {
+    // SMCCC: the function ID is W0; the upper half of X0 is ignored.
+    let fid = vcpu.regs.x[0] as u32;
+    let arg1 = vcpu.regs.x[1];
+    let mut result = [ret::NOT_SUPPORTED, vcpu.regs.x[1], vcpu.regs.x[2], vcpu.regs.x[3]];
+    match Call::from_fid(fid) {
+        Call::SmcccVersion => result[0] = SMCCC_VERSION_1_1,
+        Call::SmcccArchFeatures => result[0] = arch_features(arg1 as u32),
+        Call::PsciVersion => result[0] = PSCI_VERSION_1_1,
+        Call::PsciFeatures => result[0] = psci_features(arg1 as u32),
+        Call::PsciMigrateInfoType => result[0] = MIGRATE_INFO_TYPE_NONE,
+        Call::SystemOff => {
+            vcpu.vm.power_off();
+            return Exit::VmEnded;
+        }
+        Call::SystemReset => {
+            log::warn!(
+                "VM {} \"{}\" asked for a reset; Veil does not restart VMs yet, so it is powered off",
+                vcpu.vm.id,
+                vcpu.vm.name
+            );
+            vcpu.vm.power_off();
+            return Exit::VmEnded;
+        }
+        Call::VendorUid => result = VEIL_UID,
+        Call::VendorRevision => result[..2].copy_from_slice(&[VEIL_REVISION.0, VEIL_REVISION.1]),
+        Call::VeilVcpuInfo => {
+            result = [ret::SUCCESS, vcpu.vm.id as u64, vcpu.index as u64, vcpu.vm.vcpu_count as u64]
+        }
+        Call::Unknown => {
+            log::debug!(
+                "VM {} vCPU {}: unknown {:?} function {fid:#010x}: NOT_SUPPORTED",
+                vcpu.vm.id,
+                vcpu.index,
+                conduit
+            );
+        }
+    }
+    vcpu.regs.x[..4].copy_from_slice(&result);
+    Exit::Resume
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_ids() {
+        assert_eq!(Call::from_fid(0x8400_0000), Call::PsciVersion);
+        assert_eq!(Call::from_fid(0x8400_0008), Call::SystemOff);
+        assert_eq!(Call::from_fid(0x8000_0000), Call::SmcccVersion);
+        // Unallocated or unimplemented IDs, in both conventions.
+        for fid in [0x8500_1234, 0xc500_1234, 0x8400_00ff, 0xc400_0008, 0x0, 0xffff_ffff] {
+            assert_eq!(Call::from_fid(fid), Call::Unknown, "{fid:#x}");
+        }
+    }
+
+    #[test]
+    fn features_are_truthful() {
+        assert_eq!(psci_features(fid::PSCI_SYSTEM_OFF), ret::SUCCESS);
+        assert_eq!(psci_features(fid::PSCI_VERSION), ret::SUCCESS);
+        assert_eq!(psci_features(0x8400_0001), ret::NOT_SUPPORTED);
+        assert_eq!(psci_features(0x1234), ret::NOT_SUPPORTED);
+        assert_eq!(arch_features(fid::SMCCC_VERSION), ret::SUCCESS);
+        assert_eq!(arch_features(0x8000_8000), ret::NOT_SUPPORTED);
+        assert_eq!(ret::NOT_SUPPORTED, 0xffff_ffff_ffff_ffff);
+    }
+}

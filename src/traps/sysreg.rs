@@ -1,0 +1,164 @@
+//! Trapped system-register accesses (EC 0x18): one table from encoding to behaviour.
+//!
+//! What traps is decided in `cpu::el2` (HCR_EL2.TID3/TIDCP/TACR/TSW, MDCR_EL2, CNTHCTL_EL2);
+//! what each trapped register does is decided here, by [`classify`]. An encoding Veil does not
+//! know is UNDEFINED for the guest (an injected exception, logged once), never a Veil error.
+
+use super::{Exit, esr::{Esr, SysRegAccess, SysRegEncoding}, inject};
+use crate::vm::vcpu::Vcpu;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// What Veil does with a trapped register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// An ID register: reads answer from the VM's sanitized table; writes are UNDEFINED.
+    IdRegister,
+    /// Reads as zero, writes ignored (hidden debug, PMU and auxiliary controls).
+    RazWi,
+    /// Data-cache maintenance by set/way: with HCR_EL2.SWIO, done as clean+invalidate.
+    SetWay,
+    /// Not emulated: UNDEFINED for the guest.
+    Undefined,
+}
+
+/// A named row of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: &'static str,
+    pub behaviour: Behaviour,
+}
+
+const fn e(name: &'static str, behaviour: Behaviour) -> Entry {
+    Entry { name, behaviour }
+}
+
+/// The table. Specific registers first, then whole classes of the encoding space.
+pub fn classify(enc: SysRegEncoding) -> Entry {
+    use Behaviour::*;
+    let SysRegEncoding { op0, op1, crn, crm, op2 } = enc;
+    match (op0, op1, crn, crm, op2) {
+        // ID space, HCR_EL2.TID3.
+        (3, 0, 0, 1..=7, _) => e("ID register", IdRegister),
+        // ACTLR_EL1, HCR_EL2.TACR: IMPLEMENTATION DEFINED controls stay the host's.
+        (3, 0, 1, 0, 1) => e("ACTLR_EL1", RazWi),
+        // DC ISW / CSW / CISW, HCR_EL2.TSW.
+        (1, 0, 7, 6, 2) => e("DC ISW", SetWay),
+        (1, 0, 7, 10, 2) => e("DC CSW", SetWay),
+        (1, 0, 7, 14, 2) => e("DC CISW", SetWay),
+        // Debug registers (op0 = 2), MDCR_EL2.TDA/TDOSA/TDRA: the guest sees no debug
+        // resources it could use to watch Veil or other VMs.
+        (2, 0, 1, 0, 4) => e("OSLAR_EL1", RazWi),
+        (2, 0, 1, 1, 4) => e("OSLSR_EL1", RazWi),
+        (2, 0, 1, 3, 4) => e("OSDLR_EL1", RazWi),
+        (2, _, _, _, _) => e("debug register", RazWi),
+        // PMU registers, MDCR_EL2.TPM/TPMCR (hidden in ID_AA64DFR0_EL1.PMUVer).
+        (3, 3, 9, 12..=14, _) => e("PMU register", RazWi),
+        (3, 0, 9, 14, 1 | 2) => e("PMINTEN", RazWi),
+        (3, 3, 14, 8..=15, _) => e("PMU event counter", RazWi),
+        // LORegion registers, HCR_EL2.TLOR (hidden in ID_AA64MMFR1_EL1).
+        (3, 0, 10, 4, 0..=3 | 7) => e("LORegion register", RazWi),
+        // The EL1 physical timer, CNTHCTL_EL2.EL1PCEN = 0: not yet emulated.
+        (3, 3, 14, 2, 0..=2) => e("CNTP_* timer register", Undefined),
+        // IMPLEMENTATION DEFINED space, HCR_EL2.TIDCP.
+        (3, _, 11 | 15, _, _) => e("IMPLEMENTATION DEFINED register", Undefined),
+        _ => e("unknown register", Undefined),
+    }
+}
+
+/// Which classes have been logged already: one warning per behaviour kind and encoding class
+/// keeps a guest that polls a hidden register from flooding the console.
+static LOGGED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+fn log_once(enc: SysRegEncoding, what: &str, vcpu: &Vcpu) {
+    // A cheap hash of the encoding into 128 bits.
+    let h = (enc.op0 as u64 * 31 + enc.op1 as u64 * 17 + enc.crn as u64 * 7 + enc.crm as u64 * 3 + enc.op2 as u64) % 128;
+    let bit = 1u64 << (h % 64);
+    if LOGGED[(h / 64) as usize].fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+        log::warn!(
+            "VM {} vCPU {}: {what} {enc} at PC {:#x} (further accesses are not logged)",
+            vcpu.vm.id,
+            vcpu.index,
+            vcpu.regs.pc
+        );
+    }
+}
+
+/// Handles a trapped MSR/MRS/SYS instruction.
+pub fn handle(vcpu: &mut Vcpu, esr: Esr) -> Exit {
+    let access = SysRegAccess::decode(esr.iss());
+    let entry = classify(access.encoding);
+    match (entry.behaviour, access.read) {
+        (Behaviour::IdRegister, true) => {
+            let value = vcpu.vm.id_regs.read(access.encoding).unwrap_or(0);
+            vcpu.regs.write(access.register, value);
+        }
+        (Behaviour::RazWi, read) => {
+            log_once(access.encoding, if read { "read-as-zero" } else { "write-ignored" }, vcpu);
+            if read {
+                vcpu.regs.write(access.register, 0);
+            }
+        }
+        (Behaviour::SetWay, _) => {
+            // Set/way operations act on the physical caches, which the guest shares with Veil
+            // and other VMs, so they cannot pass through. A guest loops over every set and way
+            // of a level around turning its caches on or off; Veil answers the whole loop once,
+            // when the loop reaches set 0 / way 0 (operand bits [31:4] all zero), by cleaning
+            // and invalidating the VM's RAM by address — which is what the guest wanted: its
+            // memory coherent with non-cacheable accesses.
+            let operand = vcpu.regs.read(access.register);
+            if (operand as u32) >> 4 == 0 {
+                let ram = vcpu.vm.ram;
+                crate::memory::cache::clean_invalidate_dcache_range(ram.pa as usize, ram.size as usize);
+            }
+        }
+        (Behaviour::IdRegister, false) | (Behaviour::Undefined, _) => {
+            log_once(access.encoding, entry.name, vcpu);
+            inject::undefined_instruction(&mut vcpu.regs);
+            return Exit::Resume;
+        }
+    }
+    vcpu.regs.skip_instruction();
+    Exit::Resume
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(op0: u8, op1: u8, crn: u8, crm: u8, op2: u8) -> Behaviour {
+        classify(SysRegEncoding::new(op0, op1, crn, crm, op2)).behaviour
+    }
+
+    #[test]
+    fn table() {
+        assert_eq!(b(3, 0, 0, 4, 0), Behaviour::IdRegister, "ID_AA64PFR0_EL1");
+        assert_eq!(b(3, 0, 0, 7, 7), Behaviour::IdRegister);
+        assert_eq!(b(3, 0, 1, 0, 1), Behaviour::RazWi, "ACTLR_EL1");
+        assert_eq!(b(2, 0, 0, 2, 4), Behaviour::RazWi, "DBGBVR0_EL1");
+        assert_eq!(b(2, 3, 0, 4, 0), Behaviour::RazWi, "DBGDTR_EL0");
+        assert_eq!(b(3, 3, 9, 12, 0), Behaviour::RazWi, "PMCR_EL0");
+        assert_eq!(b(3, 3, 14, 8, 0), Behaviour::RazWi, "PMEVCNTR0_EL0");
+        assert_eq!(b(1, 0, 7, 14, 2), Behaviour::SetWay, "DC CISW");
+        assert_eq!(b(3, 1, 15, 2, 0), Behaviour::Undefined, "IMPDEF (Cortex-A72 CPUECTLR)");
+        assert_eq!(b(3, 0, 11, 0, 0), Behaviour::Undefined);
+        assert_eq!(b(3, 4, 1, 1, 0), Behaviour::Undefined, "HCR_EL2 from EL1");
+        assert_eq!(b(3, 3, 14, 2, 1), Behaviour::Undefined, "CNTP_CTL_EL0");
+    }
+
+    #[test]
+    fn every_encoding_has_an_answer() {
+        // The whole (op0, op1, CRn, CRm, op2) space classifies without panicking.
+        for op0 in 0..4 {
+            for op1 in 0..8 {
+                for crn in 0..16 {
+                    for crm in 0..16 {
+                        for op2 in 0..8 {
+                            let entry = classify(SysRegEncoding::new(op0, op1, crn, crm, op2));
+                            assert!(!entry.name.is_empty());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

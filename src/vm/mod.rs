@@ -1,0 +1,289 @@
+//! Virtual machines: what one is made of, how it is built from a package entry, and its life.
+//!
+//! A [`Vm`] owns its RAM (a block of host frames), its stage-2 table, its devices and its
+//! sanitized CPU description; its vCPUs ([`vcpu::Vcpu`]) are run by physical CPUs, each of which
+//! knows only the vCPU it runs (`cpu::PerCpu`). There is no global "current VM". The list of all
+//! VMs ([`registry`]) only answers "is anything still running?".
+
+pub mod guest_dtb;
+pub mod id_regs;
+pub mod loader;
+pub mod package;
+pub mod registry;
+pub mod vcpu;
+pub mod virtual_board;
+
+use crate::devices::{MmioBus, pl011::{ConsoleSink, VirtualPl011}};
+use crate::memory::{self, frames, stage2::{self, Stage2Table}};
+use alloc::{boxed::Box, format, string::String, sync::Arc, vec::Vec};
+use core::fmt;
+use core::sync::atomic::{AtomicU8, Ordering};
+use id_regs::{GuestGic, IdRegs};
+use spin::Mutex;
+
+/// Most vCPUs one VM may have.
+pub const MAX_VCPUS: usize = 8;
+/// Room reserved in guest RAM for the DTB Veil writes for it.
+pub const GUEST_DTB_MAX: u64 = 64 << 10;
+
+/// Where a VM's RAM is, seen from both sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestRam {
+    /// Guest physical base (always the virtual board's RAM base).
+    pub ipa: u64,
+    /// Host physical base of the block Veil allocated.
+    pub pa: u64,
+    pub size: u64,
+}
+
+impl GuestRam {
+    /// The host physical address of `ipa`, if it is guest RAM.
+    pub fn pa_of(&self, ipa: u64) -> Option<u64> {
+        let offset = ipa.checked_sub(self.ipa)?;
+        (offset < self.size).then(|| self.pa + offset)
+    }
+}
+
+/// A VM's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum VmState {
+    Running = 0,
+    /// The guest asked to be turned off (PSCI SYSTEM_OFF).
+    PoweredOff = 1,
+    /// Veil stopped it after an error it could not answer architecturally.
+    Stopped = 2,
+}
+
+/// Facts about the host every VM is built from, gathered once at boot.
+pub struct HostInfo {
+    /// The host's raw ID register space (see `id_regs`).
+    pub id_regs: [u64; id_regs::ID_REG_COUNT],
+    /// The host GIC's version, the default for guests.
+    pub gic: GuestGic,
+    /// Whether more than one VM shares the console (prefix their lines).
+    pub shared_console: bool,
+}
+
+/// One virtual machine.
+pub struct Vm {
+    pub id: usize,
+    pub name: String,
+    pub vmid: u8,
+    pub ram: GuestRam,
+    pub stage2: Mutex<Stage2Table>,
+    /// VTTBR_EL2 while this VM runs.
+    pub vttbr: u64,
+    pub mmio: MmioBus,
+    pub id_regs: IdRegs,
+    pub gic: GuestGic,
+    pub vcpu_count: usize,
+    /// Where the boot vCPU starts, and the DTB address it gets in x0.
+    pub entry: u64,
+    pub dtb_ipa: u64,
+    /// CNTVOFF_EL2: the physical count when the VM was created, so its virtual counter starts
+    /// near zero.
+    pub counter_offset: u64,
+    state: AtomicU8,
+}
+
+/// Why a VM could not be built. Each names what to fix.
+#[derive(Debug)]
+pub enum VmError {
+    Spec(package::VmSpecError),
+    TooManyVcpus { cpus: u32 },
+    MemorySize { size: u64 },
+    OutOfMemory { size: u64 },
+    Load(loader::LoadError),
+    Dtb(guest_dtb::GuestDtbError),
+    DtbTooLarge { size: usize },
+    Stage2(aarch64_paging::MapError),
+}
+
+impl fmt::Display for VmError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            VmError::Spec(e) => write!(f, "{e}"),
+            VmError::TooManyVcpus { cpus } => write!(f, "{cpus} vCPUs asked, at most {MAX_VCPUS} supported"),
+            VmError::MemorySize { size } => {
+                write!(f, "memory-size {size:#x} must be a non-zero multiple of 2 MiB")
+            }
+            VmError::OutOfMemory { size } => write!(
+                f,
+                "not enough free host memory for {} MiB of guest RAM: give the machine more memory or the VM less",
+                size >> 20
+            ),
+            VmError::Load(e) => write!(f, "cannot load the kernel: {e}"),
+            VmError::Dtb(e) => write!(f, "cannot build the guest DTB: {e:?}"),
+            VmError::DtbTooLarge { size } => write!(f, "guest DTB of {size} bytes exceeds {GUEST_DTB_MAX}"),
+            VmError::Stage2(e) => write!(f, "cannot map guest RAM: {e:?}"),
+        }
+    }
+}
+
+/// A VM's console output: to the host console, prefixed with the VM's name when shared.
+struct VmConsole {
+    prefix: String,
+}
+
+impl ConsoleSink for VmConsole {
+    fn write(&self, bytes: &[u8]) {
+        crate::board::console::write_bytes(&self.prefix, bytes);
+    }
+}
+
+impl Vm {
+    /// Builds VM number `id` from its package entry: allocates and fills its RAM, maps it, and
+    /// sets up its devices. On error nothing stays allocated.
+    pub fn create(id: usize, spec: &package::VmSpec, host: &HostInfo) -> Result<Arc<Vm>, VmError> {
+        if spec.cpus == 0 || spec.cpus as usize > MAX_VCPUS {
+            return Err(VmError::TooManyVcpus { cpus: spec.cpus });
+        }
+        let size = spec.memory_size;
+        if size == 0 || size % memory::BLOCK_2M != 0 {
+            return Err(VmError::MemorySize { size });
+        }
+        let gic = match spec.gic_version {
+            Some(2) => GuestGic::V2,
+            Some(3) => GuestGic::V3,
+            _ => host.gic,
+        };
+        let vcpu_count = spec.cpus as usize;
+
+        let plan = loader::plan(
+            spec.kernel,
+            spec.initrd.map(|i| i.len() as u64),
+            GUEST_DTB_MAX,
+            virtual_board::RAM_BASE,
+            size,
+        )
+        .map_err(VmError::Load)?;
+
+        let mpidrs: Vec<u64> = (0..vcpu_count).map(vcpu::mpidr_for).collect();
+        let initrd_range = match (plan.initrd_ipa, spec.initrd) {
+            (Some(start), Some(data)) => Some((start, start + data.len() as u64)),
+            _ => None,
+        };
+        let dtb = guest_dtb::build(&guest_dtb::GuestDtbConfig {
+            ram_size: size,
+            vcpu_mpidrs: &mpidrs,
+            gic: match gic {
+                GuestGic::V2 => guest_dtb::GicModel::V2,
+                GuestGic::V3 => guest_dtb::GicModel::V3,
+            },
+            bootargs: spec.bootargs,
+            initrd: initrd_range,
+        })
+        .map_err(VmError::Dtb)?;
+        if dtb.len() as u64 > GUEST_DTB_MAX {
+            return Err(VmError::DtbTooLarge { size: dtb.len() });
+        }
+
+        let pa = frames::alloc_contiguous(size, memory::BLOCK_2M).ok_or(VmError::OutOfMemory { size })?;
+        let ram = GuestRam { ipa: virtual_board::RAM_BASE, pa, size };
+
+        let mut table = Stage2Table::new();
+        if let Err(e) = table.map(ram.ipa, ram.pa, size, stage2::RAM) {
+            frames::free_contiguous(pa, size);
+            return Err(VmError::Stage2(e));
+        }
+
+        // Fill guest RAM. The plan guarantees every range lies inside it.
+        for segment in &plan.segments {
+            copy_to_guest(&ram, segment.ipa, segment.data);
+            zero_guest(&ram, segment.ipa + segment.data.len() as u64, segment.zero_fill);
+        }
+        if let (Some(ipa), Some(data)) = (plan.initrd_ipa, spec.initrd) {
+            copy_to_guest(&ram, ipa, data);
+        }
+        copy_to_guest(&ram, plan.dtb_ipa, &dtb);
+        memory::cache::invalidate_icache_all();
+
+        let line_buffered = host.shared_console;
+        let prefix = if host.shared_console { format!("[{}] ", spec.name) } else { String::new() };
+        let mut mmio = MmioBus::new();
+        mmio.add(
+            virtual_board::PL011_BASE,
+            virtual_board::PL011_SIZE,
+            Box::new(VirtualPl011::new(VmConsole { prefix }, line_buffered)),
+        )
+        .expect("an empty bus has no overlaps");
+
+        let vmid = (id + 1) as u8;
+        Ok(Arc::new(Vm {
+            id,
+            name: String::from(spec.name),
+            vmid,
+            ram,
+            vttbr: stage2::vttbr(table.root(), vmid),
+            stage2: Mutex::new(table),
+            mmio,
+            id_regs: IdRegs::sanitize(&host.id_regs, gic, stage2::GUEST_PA_RANGE),
+            gic,
+            vcpu_count,
+            entry: plan.entry,
+            dtb_ipa: plan.dtb_ipa,
+            counter_offset: crate::timer::physical_count(),
+            state: AtomicU8::new(VmState::Running as u8),
+        }))
+    }
+
+    pub fn state(&self) -> VmState {
+        match self.state.load(Ordering::Acquire) {
+            0 => VmState::Running,
+            1 => VmState::PoweredOff,
+            _ => VmState::Stopped,
+        }
+    }
+
+    /// The guest turned itself off.
+    pub fn power_off(&self) {
+        if self.state.compare_exchange(0, VmState::PoweredOff as u8, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            log::info!("VM {} \"{}\" powered off", self.id, self.name);
+        }
+    }
+
+    /// Veil stops the VM; `reason` says what the guest did, for the log.
+    pub fn stop(&self, reason: fmt::Arguments) {
+        if self.state.compare_exchange(0, VmState::Stopped as u8, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            log::error!("VM {} \"{}\" stopped: {}", self.id, self.name, reason);
+        }
+    }
+}
+
+fn copy_to_guest(ram: &GuestRam, ipa: u64, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let pa = ram.pa_of(ipa).expect("load plan inside guest RAM");
+    assert!(ram.pa_of(ipa + data.len() as u64 - 1).is_some(), "load plan inside guest RAM");
+    // SAFETY: [pa, pa + len) lies in this VM's RAM block (checked above), which Veil allocated
+    // for it and maps read-write at EL2; no guest runs on it yet.
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), pa as *mut u8, data.len()) };
+    memory::cache::clean_dcache_range(pa as usize, data.len());
+}
+
+fn zero_guest(ram: &GuestRam, ipa: u64, len: u64) {
+    if len == 0 {
+        return;
+    }
+    let pa = ram.pa_of(ipa).expect("load plan inside guest RAM");
+    assert!(ram.pa_of(ipa + len - 1).is_some(), "load plan inside guest RAM");
+    // SAFETY: as in copy_to_guest.
+    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) };
+    memory::cache::clean_dcache_range(pa as usize, len as usize);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_ram_translation() {
+        let ram = GuestRam { ipa: 0x4000_0000, pa: 0x8000_0000, size: 0x20_0000 };
+        assert_eq!(ram.pa_of(0x4000_0000), Some(0x8000_0000));
+        assert_eq!(ram.pa_of(0x401f_ffff), Some(0x801f_ffff));
+        assert_eq!(ram.pa_of(0x4020_0000), None);
+        assert_eq!(ram.pa_of(0x3fff_ffff), None);
+    }
+}
