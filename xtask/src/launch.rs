@@ -1,0 +1,315 @@
+//! One boot of Veil under QEMU with one VM: the path that `cargo xtask run` and every scenario of
+//! `cargo xtask test` take. Reads the user's files, makes sure QEMU is there, builds Veil (once
+//! per board and profile) and the tiny guest (once), writes the VM package, starts QEMU.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::board::Board;
+use crate::image::{self, Hypervisor};
+use crate::package::{self, GuestFormat, VmSpec};
+use crate::qemu::{self, Console, GDB_PORT, Invocation, Outcome};
+use crate::size;
+use crate::workspace::{Profile, Workspace, describe, shell_quote};
+
+/// Which kernel the VM boots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Guest {
+    /// The bundled tiny guest, built from tests/guests/tiny.
+    Tiny,
+    /// A file: an arm64 Image, an ELF or a raw binary.
+    File(PathBuf),
+}
+
+/// Everything one boot needs.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub board: String,
+    pub profile: Profile,
+    pub gic: u32,
+    pub smp: u32,
+    /// Guest RAM in bytes (a multiple of 2 MiB).
+    pub memory: u64,
+    pub guest: Guest,
+    pub initrd: Option<PathBuf>,
+    /// The guest's bootargs.
+    pub cmdline: Option<String>,
+    /// `None` = wait for QEMU however long it runs.
+    pub timeout: Option<Duration>,
+    pub icount: bool,
+    pub gdb: bool,
+}
+
+impl Launch {
+    /// The `cargo xtask run` line that repeats this boot, for people to copy.
+    pub fn run_command(&self, ws: &Workspace) -> String {
+        let mut words = vec![
+            "cargo xtask run".to_string(),
+            format!("--board {}", shell_quote(&self.board)),
+            format!("--gic {}", self.gic),
+            format!("--smp {}", self.smp),
+            format!("--mem {}", size::format_size(self.memory)),
+        ];
+        if self.profile == Profile::Release {
+            words.push("--release".into());
+        }
+        if let Guest::File(path) = &self.guest {
+            words.push(format!("--guest {}", shell_quote(ws.short(path))));
+        }
+        if let Some(initrd) = &self.initrd {
+            words.push(format!("--initrd {}", shell_quote(ws.short(initrd))));
+        }
+        if let Some(cmdline) = self.cmdline.as_deref().filter(|c| !c.is_empty()) {
+            words.push(format!("--cmdline {}", shell_quote(cmdline)));
+        }
+        if self.icount {
+            words.push("--icount".into());
+        }
+        words.join(" ")
+    }
+}
+
+/// What xtask says about a boot besides QEMU's console: shown at once when the console is
+/// streamed, kept for a failure report when it is captured.
+#[derive(Debug, Default)]
+pub struct Notes {
+    echo: bool,
+    pub lines: Vec<String>,
+}
+
+impl Notes {
+    pub fn new(console: Console) -> Self {
+        Notes {
+            echo: console == Console::Stream,
+            lines: Vec::new(),
+        }
+    }
+
+    pub fn note(&mut self, line: impl Into<String>) {
+        let line = line.into();
+        if self.echo {
+            eprintln!("xtask: {line}");
+        }
+        self.lines.push(line);
+    }
+}
+
+/// Boots Veil; remembers builds and the QEMU check across boots.
+pub struct Launcher {
+    ws: Workspace,
+    hypervisors: HashMap<(String, Profile), std::result::Result<Hypervisor, String>>,
+    tiny: Option<std::result::Result<PathBuf, String>>,
+    qemu: Option<std::result::Result<qemu::Version, String>>,
+}
+
+impl Launcher {
+    pub fn new(ws: Workspace) -> Self {
+        Launcher {
+            ws,
+            hypervisors: HashMap::new(),
+            tiny: None,
+            qemu: None,
+        }
+    }
+
+    /// Boots Veil with one VM as `launch` says and waits for QEMU to end.
+    pub fn launch(
+        &mut self,
+        launch: &Launch,
+        console: Console,
+        notes: &mut Notes,
+    ) -> Result<Outcome> {
+        let board = Board::load(&self.ws.root, &launch.board)?;
+        board.check_gic(launch.gic)?;
+        board.check_smp(launch.smp)?;
+
+        // The user's files first: a typo should not have to wait for a build.
+        let user_kernel = match &launch.guest {
+            Guest::File(path) => Some((path.clone(), read_input(path, "--guest")?)),
+            Guest::Tiny => None,
+        };
+        let initrd = launch
+            .initrd
+            .as_deref()
+            .map(|p| read_input(p, "--initrd"))
+            .transpose()?;
+
+        self.qemu()?;
+        notes.note(format!("board {}: {}", board.name, board.description));
+        let hypervisor = self.hypervisor(&launch.board, launch.profile)?;
+        notes.note(format!(
+            "veil: {} ({})",
+            self.ws.show(&hypervisor.bin),
+            size::human(hypervisor.size)
+        ));
+
+        let (name, path, kernel) = match user_kernel {
+            Some((path, bytes)) => (package::vm_name_for(&path), path, bytes),
+            None => {
+                let path = self.tiny()?;
+                let bytes = read_input(&path, "the tiny guest")?;
+                ("tiny".to_string(), path, bytes)
+            }
+        };
+        notes.note(format!(
+            "guest {name}: {} ({}, {})",
+            self.ws.show(&path),
+            GuestFormat::detect(&kernel),
+            size::human(kernel.len() as u64)
+        ));
+        if let (Some(path), Some(bytes)) = (&launch.initrd, &initrd) {
+            notes.note(format!(
+                "initrd: {} ({})",
+                self.ws.show(path),
+                size::human(bytes.len() as u64)
+            ));
+        }
+
+        let vm = VmSpec {
+            name,
+            memory_size: launch.memory,
+            cpus: launch.smp,
+            gic_version: Some(launch.gic),
+            kernel,
+            initrd,
+            bootargs: launch.cmdline.clone().filter(|c| !c.is_empty()),
+        };
+        let summary = format!(
+            "1 VM `{}`: {} RAM, {} vCPU, GICv{}{}",
+            vm.name,
+            size::format_size(vm.memory_size),
+            vm.cpus,
+            launch.gic,
+            vm.bootargs
+                .as_deref()
+                .map(|b| format!(", bootargs {b:?}"))
+                .unwrap_or_default()
+        );
+        let package_path = self.ws.board_dir(&launch.board).join("vms.pkg");
+        let package_size = package::write_file(&package_path, &[vm])?;
+        notes.note(format!(
+            "package: {} ({}; {summary})",
+            self.ws.show(&package_path),
+            size::human(package_size)
+        ));
+
+        let invocation = Invocation {
+            board: &board,
+            gic: launch.gic,
+            smp: launch.smp,
+            memory: qemu::machine_memory(board.memory()?, launch.memory),
+            kernel: self.ws.short(&hypervisor.bin),
+            package: self.ws.short(&package_path),
+            icount: launch.icount,
+            gdb: launch.gdb,
+        };
+        let command = invocation.command();
+        notes.note(describe(&command));
+        if launch.gdb {
+            notes.note(format!(
+                "QEMU waits for gdb; in another terminal: gdb-multiarch {} -ex 'target remote :{GDB_PORT}'",
+                shell_quote(self.ws.short(&hypervisor.elf))
+            ));
+        }
+        qemu::run(command, console, launch.timeout)
+    }
+
+    fn qemu(&mut self) -> Result<qemu::Version> {
+        let ws = &self.ws;
+        let checked = self
+            .qemu
+            .get_or_insert_with(|| qemu::ensure_installed(ws).map_err(|e| format!("{e:#}")));
+        checked.clone().map_err(|e| anyhow!(e))
+    }
+
+    fn hypervisor(&mut self, board: &str, profile: Profile) -> Result<Hypervisor> {
+        let ws = &self.ws;
+        let built = self
+            .hypervisors
+            .entry((board.to_string(), profile))
+            .or_insert_with(|| {
+                image::build_hypervisor(ws, board, profile).map_err(|e| format!("{e:#}"))
+            });
+        built.clone().map_err(|e| anyhow!(e))
+    }
+
+    fn tiny(&mut self) -> Result<PathBuf> {
+        let ws = &self.ws;
+        let built = self.tiny.get_or_insert_with(|| {
+            image::build_tiny_guest(ws)
+                .map(|(bin, _)| bin)
+                .map_err(|e| format!("{e:#}"))
+        });
+        built.clone().map_err(|e| anyhow!(e))
+    }
+}
+
+/// Reads a file the user named; the error says which option named it.
+fn read_input(path: &Path, option: &str) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read {option} file {}", path.display()))?;
+    if bytes.is_empty() {
+        anyhow::bail!("{option} file {} is empty", path.display());
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch() -> Launch {
+        Launch {
+            board: "qemu-virt".into(),
+            profile: Profile::Debug,
+            gic: 2,
+            smp: 1,
+            memory: 128 * size::MIB,
+            guest: Guest::Tiny,
+            initrd: None,
+            cmdline: Some("tiny.test=unmapped".into()),
+            timeout: Some(Duration::from_secs(30)),
+            icount: false,
+            gdb: false,
+        }
+    }
+
+    #[test]
+    fn repeats_itself_as_a_run_command() {
+        let ws = Workspace {
+            root: "/r".into(),
+            target_dir: "/r/target".into(),
+            cwd: "/r".into(),
+        };
+        assert_eq!(
+            launch().run_command(&ws),
+            "cargo xtask run --board qemu-virt --gic 2 --smp 1 --mem 128M --cmdline tiny.test=unmapped"
+        );
+        let linux = Launch {
+            guest: Guest::File("/r/guests/Image".into()),
+            initrd: Some("/tmp/initrd.cpio".into()),
+            cmdline: Some("console=ttyAMA0 rdinit=/init".into()),
+            profile: Profile::Release,
+            memory: size::GIB,
+            icount: true,
+            ..launch()
+        };
+        assert_eq!(
+            linux.run_command(&ws),
+            "cargo xtask run --board qemu-virt --gic 2 --smp 1 --mem 1G --release --guest guests/Image \
+             --initrd /tmp/initrd.cpio --cmdline 'console=ttyAMA0 rdinit=/init' --icount"
+        );
+    }
+
+    #[test]
+    fn missing_inputs_name_the_file() {
+        let err = format!(
+            "{:#}",
+            read_input(Path::new("/nonexistent/Image"), "--guest").unwrap_err()
+        );
+        assert!(err.contains("--guest file /nonexistent/Image"), "{err}");
+    }
+}
