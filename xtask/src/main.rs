@@ -286,16 +286,16 @@ fn scenarios(ws: &Workspace, args: &TestArgs, tally: &mut Tally) {
     let profile = Profile::from_release_flag(args.release);
     let mut launcher = Launcher::new(ws.clone());
     for scenario in selected {
+        let launch = match scenario.launch(ws, profile) {
+            Ok(launch) => launch,
+            Err(error) => {
+                println!("FAIL {}: {error:#}", scenario.name);
+                tally.failed += 1;
+                continue;
+            }
+        };
         let mut notes = Notes::new(Console::Capture);
-        let launch = scenario.launch(ws, profile);
-        let result = launch
-            .as_ref()
-            .map_err(|e| anyhow::anyhow!("{e:#}"))
-            .and_then(|launch| {
-                scenario::check_files(ws, scenario)?;
-                launcher.launch(launch, Console::Capture, &mut notes)
-            });
-        let outcome = match result {
+        let outcome = match launcher.launch(&launch, Console::Capture, &mut notes) {
             Ok(outcome) => outcome,
             Err(error) => {
                 println!("FAIL {}: {error:#}", scenario.name);
@@ -305,25 +305,16 @@ fn scenarios(ws: &Workspace, args: &TestArgs, tally: &mut Tally) {
         };
         let problems = scenario.judge(&outcome);
         if problems.is_empty() {
-            println!(
-                "ok   {} ({:.1} s)",
-                scenario.name,
-                outcome.elapsed.as_secs_f64()
-            );
+            let seconds = outcome.elapsed.as_secs_f64();
+            println!("ok   {} ({seconds:.1} s)", scenario.name);
             tally.passed += 1;
             continue;
         }
         println!("FAIL {}: {}", scenario.name, problems.join("; "));
         tally.failed += 1;
-        let mut transcript: String = notes
-            .lines
-            .iter()
-            .map(|line| format!("xtask: {line}\n"))
-            .collect();
-        transcript.push_str(&outcome.console);
-        let repeat = launch
-            .map(|l| format!("repeat it with: {}", l.run_command(ws)))
-            .unwrap_or_default();
+        let notes = notes.lines.iter().map(|line| format!("xtask: {line}\n"));
+        let transcript: String = notes.chain([outcome.console]).collect();
+        let repeat = format!("repeat it with: {}", launch.run_command(ws));
         print_block(
             &format!("console of {}", scenario.name),
             &transcript,

@@ -92,7 +92,10 @@ pub fn write(vms: &[VmSpec]) -> Result<Vec<u8>> {
     fdt.property_u32("veil,package-version", VERSION)
         .map_err(fdt_error)?;
     for (index, vm) in vms.iter().enumerate() {
-        let node = fdt.begin_node(&format!("vm@{index}")).map_err(fdt_error)?;
+        // Device-tree unit addresses are hexadecimal: the eleventh VM is vm@a.
+        let node = fdt
+            .begin_node(&format!("vm@{index:x}"))
+            .map_err(fdt_error)?;
         fdt.property_string("name", &vm.name).map_err(fdt_error)?;
         fdt.property_u64("memory-size", vm.memory_size)
             .map_err(fdt_error)?;
@@ -223,7 +226,7 @@ mod tests {
         );
         let mut vms = Vec::new();
         for (index, node) in root.children().enumerate() {
-            assert_eq!(node.name, format!("vm@{index}"));
+            assert_eq!(node.name, format!("vm@{index:x}"));
             let known = [
                 "name",
                 "memory-size",
@@ -286,6 +289,20 @@ mod tests {
         };
         let vms = vec![tiny(), linux, bare];
         let bytes = write(&vms).unwrap();
+        assert_eq!(read_back(&bytes), vms);
+    }
+
+    #[test]
+    fn unit_addresses_are_hex() {
+        let vms: Vec<VmSpec> = (0..12)
+            .map(|i| VmSpec {
+                name: format!("vm{i}"),
+                ..tiny()
+            })
+            .collect();
+        let bytes = write(&vms).unwrap();
+        let fdt = fdt::Fdt::new(&bytes).unwrap();
+        assert!(fdt.find_node("/vm@a").is_some() && fdt.find_node("/vm@b").is_some());
         assert_eq!(read_back(&bytes), vms);
     }
 

@@ -179,8 +179,17 @@ pub fn load(ws: &Workspace) -> Result<Vec<Scenario>> {
 }
 
 impl Scenario {
-    /// The boot this scenario asks for.
+    /// The boot this scenario asks for; fails early on a guest or initrd file that is missing.
     pub fn launch(&self, ws: &Workspace, profile: Profile) -> Result<Launch> {
+        let files = [
+            (self.guest != "tiny").then_some(&self.guest),
+            self.initrd.as_ref(),
+        ];
+        for path in files.into_iter().flatten() {
+            if !ws.root.join(path).is_file() {
+                bail!("no file {path} (paths in {FILE} are relative to the repository root)");
+            }
+        }
         let guest = match self.guest.as_str() {
             "tiny" => Guest::Tiny,
             path => Guest::File(ws.root.join(path)),
@@ -252,23 +261,6 @@ pub fn select<'a>(scenarios: &'a [Scenario], filter: Option<&str>) -> Vec<&'a Sc
         .collect()
 }
 
-/// Fails early on a scenario whose guest or initrd file is missing, naming the scenario.
-pub fn check_files(ws: &Workspace, scenario: &Scenario) -> Result<()> {
-    let files = [
-        (scenario.guest.as_str() != "tiny").then_some(&scenario.guest),
-        scenario.initrd.as_ref(),
-    ];
-    for path in files.into_iter().flatten() {
-        if !ws.root.join(path).is_file() {
-            bail!(
-                "scenario {}: no file {path} (paths are relative to the repository root)",
-                scenario.name
-            );
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,10 +330,13 @@ mod tests {
 
     #[test]
     fn converts_to_a_launch() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
         let ws = Workspace {
-            root: "/r".into(),
-            target_dir: "/r/target".into(),
-            cwd: "/r".into(),
+            root: root.into(),
+            target_dir: root.join("target"),
+            cwd: root.into(),
         };
         let scenarios = parse(SAMPLE).unwrap();
         let launch = scenarios[1].launch(&ws, Profile::Debug).unwrap();
@@ -349,28 +344,26 @@ mod tests {
         assert_eq!(launch.memory, 256 * size::MIB);
         assert_eq!(launch.cmdline.as_deref(), Some("tiny.test=unmapped"));
         assert_eq!(launch.timeout, Some(Duration::from_secs(30)));
-        assert!(
-            scenarios[0]
-                .launch(&ws, Profile::Debug)
-                .unwrap()
-                .cmdline
-                .is_none()
-        );
-        let linux = Scenario {
+        let plain = scenarios[0].launch(&ws, Profile::Debug).unwrap();
+        assert!(plain.cmdline.is_none());
+
+        let file = Scenario {
+            guest: "Cargo.toml".into(),
+            ..scenarios[0].clone()
+        };
+        let guest = file.launch(&ws, Profile::Debug).unwrap().guest;
+        assert_eq!(guest, Guest::File(root.join("Cargo.toml")));
+        let missing = Scenario {
             guest: "guests/Image".into(),
             ..scenarios[0].clone()
         };
-        assert_eq!(
-            linux.launch(&ws, Profile::Debug).unwrap().guest,
-            Guest::File("/r/guests/Image".into())
-        );
-        assert!(
-            check_files(&ws, &linux)
-                .unwrap_err()
-                .to_string()
-                .contains("guests/Image")
-        );
-        assert!(check_files(&ws, &scenarios[0]).is_ok());
+        let err = missing.launch(&ws, Profile::Debug).unwrap_err().to_string();
+        assert!(err.contains("no file guests/Image"), "{err}");
+        let no_initrd = Scenario {
+            initrd: Some("nope.cpio".into()),
+            ..scenarios[0].clone()
+        };
+        assert!(no_initrd.launch(&ws, Profile::Debug).is_err());
     }
 
     #[test]
