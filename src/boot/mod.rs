@@ -6,11 +6,11 @@
 //! builds every VM in the package, and enters the first vCPU. Each step's failure is a clear
 //! message and a power-off, never a hang.
 
-use crate::board::{self, discovery::{GicVersion, Platform, Region}, power::ExitStatus};
+use crate::board::{self, discovery::{EnableMethod, GicVersion, Platform, Region}, power::ExitStatus};
+use core::sync::atomic::{AtomicU64, Ordering};
 use crate::memory::{self, el2_map, frames, heap, layout};
-use crate::vm::{self, HostInfo, Vm, id_regs::GuestGic, package, registry, vcpu::Vcpu};
+use crate::vm::{self, HostInfo, Vm, id_regs::GuestGic, package, registry};
 use crate::{cpu, println};
-use alloc::boxed::Box;
 
 #[cfg(target_arch = "aarch64")]
 core::arch::global_asm!(include_str!("_arch/aarch64/entry.s"));
@@ -112,26 +112,72 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     #[cfg(target_arch = "aarch64")]
     cpu::el2::configure();
 
-    // 6. The VMs.
+    // 6. Interrupts, then the VMs, pinned to CPUs; then the CPUs that run them.
+    crate::interrupts::init(platform);
+    crate::interrupts::init_this_cpu(0);
     create_vms(platform);
-    let Some(first) = registry::get(0).filter(|vm| vm.state() == vm::VmState::Running) else {
+    if registry::count() == 0 {
         log::error!("no VM to run");
-        let status = match registry::count() {
-            0 => ExitStatus::VmStopped,
-            _ => registry::outcome().unwrap_or(ExitStatus::VmStopped),
-        };
-        board::power::power_off(status);
-    };
-    log::info!("starting VM 0 \"{}\" at {:#x}", first.name, first.entry);
-    let vcpu = Box::new(Vcpu::new(first.clone(), 0, first.entry, first.dtb_ipa));
-    // SAFETY: the only reference to this CPU's block from here on.
-    unsafe { cpu::this() }.run(vcpu)
+        board::power::power_off(ExitStatus::VmStopped);
+    }
+    EL2_ROOT.store(root, Ordering::Release);
+    for cpu in 1..platform.cpus.len().min(cpu::MAX_CPUS) {
+        if cpu::is_assigned(cpu) {
+            start_secondary(platform, cpu);
+        }
+    }
+    cpu::idle()
 }
 
-/// The boot path for secondary CPUs (started by Veil with PSCI CPU_ON in a later step).
+/// The root of Veil's EL2 map, for secondary CPUs to turn their MMU on with.
+static EL2_ROOT: AtomicU64 = AtomicU64::new(0);
+
+/// Starts physical CPU `index` at `_secondary_start` through the firmware's method.
+fn start_secondary(platform: &Platform, index: usize) {
+    unsafe extern "C" {
+        fn _secondary_start();
+    }
+    let entry = _secondary_start as *const () as u64;
+    let cpu = platform.cpus.as_slice()[index];
+    match cpu.enable_method {
+        EnableMethod::Psci => {
+            let result = board::power::firmware_call(
+                board::power::host_psci_conduit(),
+                board::power::psci_fid::CPU_ON_64,
+                cpu.mpidr & 0xff_00ff_ffff,
+                entry,
+                index as u64,
+            );
+            if result != 0 {
+                log::error!("CPU {index} (MPIDR {:#x}) did not start: PSCI CPU_ON returned {}", cpu.mpidr, result as i64);
+            }
+        }
+        EnableMethod::SpinTable { release_addr } => {
+            // SAFETY: the DTB names this word as the CPU's release address; the firmware's
+            // holding pen reads it with caches off, hence the clean and the event.
+            unsafe { core::ptr::write_volatile(release_addr as *mut u64, entry) };
+            memory::cache::clean_dcache_range(release_addr as usize, 8);
+            #[cfg(target_arch = "aarch64")]
+            aarch64_cpu::asm::sev();
+        }
+        EnableMethod::Unknown => log::error!("CPU {index}: no known enable-method in the DTB; it stays off"),
+    }
+}
+
+/// A secondary CPU's Rust entry, with the MMU off; `index` came through PSCI CPU_ON's context ID
+/// (or is fixed per spin-table slot).
 #[unsafe(no_mangle)]
 extern "C" fn boot_secondary(index: usize) -> ! {
     cpu::init_this_cpu(index);
+    // SAFETY: the boot CPU's map covers all RAM (this CPU's stack included) and the devices.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        memory::mmu::enable(EL2_ROOT.load(Ordering::Acquire))
+    };
+    #[cfg(target_arch = "aarch64")]
+    cpu::el2::configure();
+    crate::interrupts::init_this_cpu(index);
+    log::info!("CPU {index} up");
     cpu::idle()
 }
 
@@ -235,7 +281,7 @@ fn create_vms(platform: &Platform) {
     // SAFETY: the boot loader placed the package there; its range is reserved from the frame
     // allocator and identity-mapped as RAM.
     let blob: &'static [u8] = unsafe { core::slice::from_raw_parts(initrd.base as *const u8, initrd.size as usize) };
-    let package = match package::parse(blob) {
+    let package = match package::Package::parse(blob) {
         Ok(p) => p,
         Err(e) => {
             log::error!("VM package at {:#x}: {e}", initrd.base);
@@ -250,24 +296,49 @@ fn create_vms(platform: &Platform) {
         },
         shared_console: package.vms().count() > 1,
     };
-    for (index, spec) in package.vms().enumerate() {
-        match spec {
-            Ok(spec) => match Vm::create(index, &spec, &host) {
-                Ok(vm) => {
-                    log::info!(
-                        "VM {index} \"{}\": {} MiB at PA {:#x}, {} vCPU(s), GICv{}, {:?} kernel",
-                        vm.name,
-                        vm.ram.size >> 20,
-                        vm.ram.pa,
-                        vm.vcpu_count,
-                        if vm.gic == GuestGic::V2 { 2 } else { 3 },
-                        vm::loader::detect(spec.kernel),
-                    );
-                    registry::register(vm);
+    let specs: alloc::vec::Vec<_> = package.vms().collect();
+    let counts: alloc::vec::Vec<usize> = specs.iter().map(|s| s.as_ref().map_or(0, |s| s.cpus as usize)).collect();
+    let cpus = platform.cpus.len().min(cpu::MAX_CPUS);
+    let placements = vm::placement::place(&counts, cpus);
+    for (index, (spec, placement)) in specs.into_iter().zip(placements).enumerate() {
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(e) => {
+                log::error!("VM {index} not created: {e}");
+                continue;
+            }
+        };
+        let placement = match placement {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!(
+                    "VM {index} \"{}\" not created: it has {} vCPUs but only {} of {cpus} CPUs are free; \
+                     give the machine more CPUs (QEMU -smp) or the VM fewer",
+                    spec.name,
+                    e.wanted,
+                    e.free
+                );
+                continue;
+            }
+        };
+        match Vm::create(index, &spec, &host, placement.clone()) {
+            Ok(vm) => {
+                log::info!(
+                    "VM {index} \"{}\": {} MiB at PA {:#x}, {} vCPU(s) on CPU(s) {:?}, GICv{}, {:?} kernel",
+                    vm.name,
+                    vm.ram.size >> 20,
+                    vm.ram.pa,
+                    vm.vcpu_count,
+                    placement,
+                    if vm.gic == GuestGic::V2 { 2 } else { 3 },
+                    vm::loader::detect(spec.kernel),
+                );
+                for (vcpu, &cpu) in placement.iter().enumerate() {
+                    cpu::assign(cpu, index, vcpu);
                 }
-                Err(e) => log::error!("VM {index} \"{}\" not created: {e}", spec.name),
-            },
-            Err(e) => log::error!("VM {index} not created: {e}"),
+                registry::register(vm);
+            }
+            Err(e) => log::error!("VM {index} \"{}\" not created: {e}", spec.name),
         }
     }
 }

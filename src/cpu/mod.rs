@@ -8,6 +8,7 @@ use crate::traps::context::GuestRegs;
 use crate::vm::vcpu::Vcpu;
 use alloc::boxed::Box;
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 #[cfg(target_arch = "aarch64")]
 #[path = "_arch/aarch64/el2.rs"]
@@ -104,14 +105,58 @@ impl PerCpu {
     }
 }
 
-/// What a CPU does when it has no vCPU: wait, and turn the machine off once every VM ended.
+/// No vCPU assigned (see [`assign`]).
+const UNASSIGNED: usize = usize::MAX;
+
+/// Which (VM, vCPU) each physical CPU runs, packed as `vm << 8 | vcpu`; written by the boot CPU
+/// before the owning CPU starts, read by that CPU.
+static ASSIGNMENT: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(UNASSIGNED) }; MAX_CPUS];
+
+/// Pins vCPU `vcpu` of VM `vm` to physical CPU `cpu`.
+pub fn assign(cpu: usize, vm: usize, vcpu: usize) {
+    ASSIGNMENT[cpu].store(vm << 8 | vcpu, Ordering::Release);
+}
+
+fn assignment(cpu: usize) -> Option<(usize, usize)> {
+    match ASSIGNMENT[cpu].load(Ordering::Acquire) {
+        UNASSIGNED => None,
+        packed => Some((packed >> 8, packed & 0xff)),
+    }
+}
+
+/// Whether physical CPU `cpu` has a vCPU to run.
+pub fn is_assigned(cpu: usize) -> bool {
+    assignment(cpu).is_some()
+}
+
+/// The host MPIDR of physical CPU `cpu` (from the DTB's /cpus, in order).
+pub fn mpidr_of(cpu: usize) -> u64 {
+    crate::board::platform().cpus.as_slice().get(cpu).map_or(0, |c| c.mpidr)
+}
+
+/// A CPU's life when it is not in a guest: take interrupts, start its vCPU when the guest asks
+/// (PSCI CPU_ON), and turn the machine off once every VM has ended. Sleeps in WFI between
+/// events; other CPUs wake it with a kick (an SGI).
 pub fn idle() -> ! {
+    let index = current_index();
     loop {
+        crate::interrupts::handle_pending();
         if let Some(status) = crate::vm::registry::outcome() {
             log::info!("all VMs have ended; powering off");
             crate::board::power::power_off(status);
         }
-        arch::wait_for_event();
+        if let Some((vm_id, vcpu_index)) = assignment(index) {
+            if let Some(vm) = crate::vm::registry::get(vm_id) {
+                if vm.state() == crate::vm::VmState::Running {
+                    if let Some(start) = vm.vcpu_power[vcpu_index].take_start() {
+                        let vcpu = Box::new(Vcpu::new(vm, vcpu_index, start.entry, start.context_id));
+                        // SAFETY: the idle loop holds no other reference to this CPU's block.
+                        unsafe { this() }.run(vcpu);
+                    }
+                }
+            }
+        }
+        arch::wait_for_interrupt();
     }
 }
 
@@ -130,8 +175,8 @@ mod arch {
         TPIDR_EL2.get()
     }
 
-    pub fn wait_for_event() {
-        aarch64_cpu::asm::wfe();
+    pub fn wait_for_interrupt() {
+        aarch64_cpu::asm::wfi();
     }
 
     /// Loads the EL2 state that differs per vCPU and per VM.
@@ -169,7 +214,7 @@ mod arch {
     pub fn tpidr() -> u64 {
         0
     }
-    pub fn wait_for_event() {}
+    pub fn wait_for_interrupt() {}
     pub fn load_vcpu_state(_vcpu: &Vcpu) {}
     pub fn enter_guest() -> ! {
         unimplemented!("guests run only on aarch64")

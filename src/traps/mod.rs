@@ -28,6 +28,8 @@ pub enum Exit {
     Resume,
     /// The VM is no longer running (powered off or stopped); this CPU lets go of the vCPU.
     VmEnded,
+    /// The vCPU turned itself off (PSCI CPU_OFF); this CPU lets go of it.
+    VcpuOff,
 }
 
 /// The kind of exception, as the vector entry passes it.
@@ -123,8 +125,10 @@ extern "C" fn handle_guest_exit(_regs: *mut GuestRegs, kind: u64) {
         }
     };
     // Another vCPU of the same VM may have ended it meanwhile.
-    if outcome == Exit::VmEnded || vcpu.vm.state() != crate::vm::VmState::Running {
-        this.take_vcpu();
+    if outcome != Exit::Resume || vcpu.vm.state() != crate::vm::VmState::Running {
+        if let Some(vcpu) = this.take_vcpu() {
+            vcpu.vm.vcpu_power[vcpu.index].turn_off();
+        }
         cpu::idle();
     }
 }

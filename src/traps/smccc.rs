@@ -13,6 +13,7 @@ pub mod ret {
     pub const INVALID_PARAMETERS: u64 = -2i64 as u64;
     pub const DENIED: u64 = -3i64 as u64;
     pub const ALREADY_ON: u64 = -4i64 as u64;
+    pub const INVALID_ADDRESS: u64 = -9i64 as u64;
 }
 
 /// Function IDs Veil answers.
@@ -20,6 +21,13 @@ pub mod fid {
     pub const SMCCC_VERSION: u32 = 0x8000_0000;
     pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
     pub const PSCI_VERSION: u32 = 0x8400_0000;
+    pub const PSCI_CPU_SUSPEND_32: u32 = 0x8400_0001;
+    pub const PSCI_CPU_SUSPEND_64: u32 = 0xc400_0001;
+    pub const PSCI_CPU_OFF: u32 = 0x8400_0002;
+    pub const PSCI_CPU_ON_32: u32 = 0x8400_0003;
+    pub const PSCI_CPU_ON_64: u32 = 0xc400_0003;
+    pub const PSCI_AFFINITY_INFO_32: u32 = 0x8400_0004;
+    pub const PSCI_AFFINITY_INFO_64: u32 = 0xc400_0004;
     pub const PSCI_MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
     pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
     pub const PSCI_SYSTEM_RESET: u32 = 0x8400_0009;
@@ -50,6 +58,11 @@ pub enum Call {
     PsciVersion,
     PsciFeatures,
     PsciMigrateInfoType,
+    /// CPU_SUSPEND, CPU_ON and AFFINITY_INFO: `wide` = the SMC64 form (64-bit arguments).
+    CpuSuspend { wide: bool },
+    CpuOff,
+    CpuOn { wide: bool },
+    AffinityInfo { wide: bool },
     SystemOff,
     SystemReset,
     VendorUid,
@@ -66,6 +79,13 @@ impl Call {
             fid::PSCI_VERSION => Call::PsciVersion,
             fid::PSCI_FEATURES => Call::PsciFeatures,
             fid::PSCI_MIGRATE_INFO_TYPE => Call::PsciMigrateInfoType,
+            fid::PSCI_CPU_SUSPEND_32 => Call::CpuSuspend { wide: false },
+            fid::PSCI_CPU_SUSPEND_64 => Call::CpuSuspend { wide: true },
+            fid::PSCI_CPU_OFF => Call::CpuOff,
+            fid::PSCI_CPU_ON_32 => Call::CpuOn { wide: false },
+            fid::PSCI_CPU_ON_64 => Call::CpuOn { wide: true },
+            fid::PSCI_AFFINITY_INFO_32 => Call::AffinityInfo { wide: false },
+            fid::PSCI_AFFINITY_INFO_64 => Call::AffinityInfo { wide: true },
             fid::PSCI_SYSTEM_OFF => Call::SystemOff,
             fid::PSCI_SYSTEM_RESET => Call::SystemReset,
             fid::VENDOR_HYP_CALL_UID => Call::VendorUid,
@@ -79,9 +99,17 @@ impl Call {
 /// PSCI_FEATURES: 0 for each PSCI function Veil implements, NOT_SUPPORTED for the rest.
 pub fn psci_features(queried: u32) -> u64 {
     match Call::from_fid(queried) {
-        Call::PsciVersion | Call::PsciFeatures | Call::PsciMigrateInfoType | Call::SystemOff | Call::SystemReset => {
-            ret::SUCCESS
-        }
+        Call::PsciVersion
+        | Call::PsciFeatures
+        | Call::PsciMigrateInfoType
+        | Call::CpuOff
+        | Call::CpuOn { .. }
+        | Call::AffinityInfo { .. }
+        | Call::SystemOff
+        | Call::SystemReset => ret::SUCCESS,
+        // CPU_SUSPEND: bit 1 = extended StateID format (the original format is 0), bit 0 = OS-
+        // initiated mode not supported (platform-coordinated only).
+        Call::CpuSuspend { .. } => 0b10,
         _ => ret::NOT_SUPPORTED,
     }
 }
@@ -113,6 +141,14 @@ pub fn handle(vcpu: &mut Vcpu, conduit: Conduit) -> Exit {
         Call::PsciVersion => result[0] = PSCI_VERSION_1_1,
         Call::PsciFeatures => result[0] = psci_features(arg1 as u32),
         Call::PsciMigrateInfoType => result[0] = MIGRATE_INFO_TYPE_NONE,
+        Call::CpuSuspend { .. } => {
+            // Every power state is treated as standby (PSCI allows it): the call returns as a
+            // WFI would, with the vCPU's context intact.
+            result[0] = ret::SUCCESS;
+        }
+        Call::CpuOff => return Exit::VcpuOff,
+        Call::CpuOn { wide } => result[0] = cpu_on(vcpu, narrow(wide, arg1), narrow(wide, vcpu.regs.x[2]), narrow(wide, vcpu.regs.x[3])),
+        Call::AffinityInfo { wide } => result[0] = affinity_info(vcpu, narrow(wide, arg1), vcpu.regs.x[2] as u32),
         Call::SystemOff => {
             vcpu.vm.power_off();
             return Exit::VmEnded;
@@ -144,6 +180,61 @@ pub fn handle(vcpu: &mut Vcpu, conduit: Conduit) -> Exit {
     Exit::Resume
 }
 
+/// SMC32/HVC32 calls pass 32-bit arguments: the upper halves are not the caller's.
+fn narrow(wide: bool, value: u64) -> u64 {
+    if wide { value } else { value & 0xffff_ffff }
+}
+
+/// PSCI CPU_ON: start the vCPU whose MPIDR is `target` at `entry` with `context_id` in x0.
+fn cpu_on(vcpu: &Vcpu, target: u64, entry: u64, context_id: u64) -> u64 {
+    let vm = &vcpu.vm;
+    let Some(index) = vm.vcpu_by_affinity(target) else {
+        return ret::INVALID_PARAMETERS;
+    };
+    // The entry point must be executable guest RAM and instruction-aligned.
+    if vm.ram.pa_of(entry).is_none() || entry % 4 != 0 {
+        return ret::INVALID_ADDRESS;
+    }
+    match vm.vcpu_power[index].request_on(crate::vm::psci::StartRequest { entry, context_id }) {
+        Ok(()) => {
+            vm.kick_vcpu(index);
+            ret::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// PSCI AFFINITY_INFO: the power state of the vCPU (level 0) or of any vCPU in its cluster.
+fn affinity_info(vcpu: &Vcpu, target: u64, lowest_level: u32) -> u64 {
+    let vm = &vcpu.vm;
+    match lowest_level {
+        0 => match vm.vcpu_by_affinity(target) {
+            Some(index) => vm.vcpu_power[index].state() as u64,
+            None => ret::INVALID_PARAMETERS,
+        },
+        // Every vCPU of a Veil VM is in cluster 0.0.0: Aff1..3 of `target` must be zero.
+        1..=3 => {
+            let shift = [0, 8, 16, 32][lowest_level as usize];
+            let upper_mask = 0xff_00ff_ffffu64 & !((1u64 << shift) - 1);
+            if target & upper_mask != 0 {
+                return ret::INVALID_PARAMETERS;
+            }
+            use crate::vm::psci::PowerState;
+            let states = vm.vcpu_power.iter().map(|p| p.state());
+            let mut any_pending = false;
+            for state in states {
+                match state {
+                    PowerState::On => return PowerState::On as u64,
+                    PowerState::OnPending => any_pending = true,
+                    PowerState::Off => {}
+                }
+            }
+            if any_pending { PowerState::OnPending as u64 } else { PowerState::Off as u64 }
+        }
+        _ => ret::INVALID_PARAMETERS,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +245,10 @@ mod tests {
         assert_eq!(Call::from_fid(0x8400_0008), Call::SystemOff);
         assert_eq!(Call::from_fid(0x8000_0000), Call::SmcccVersion);
         // Unallocated or unimplemented IDs, in both conventions.
+        assert_eq!(Call::from_fid(0xc400_0003), Call::CpuOn { wide: true });
+        assert_eq!(Call::from_fid(0x8400_0003), Call::CpuOn { wide: false });
+        assert_eq!(narrow(false, 0xffff_ffff_4008_0000), 0x4008_0000);
+        assert_eq!(narrow(true, 0xffff_ffff_4008_0000), 0xffff_ffff_4008_0000);
         for fid in [0x8500_1234, 0xc500_1234, 0x8400_00ff, 0xc400_0008, 0x0, 0xffff_ffff] {
             assert_eq!(Call::from_fid(fid), Call::Unknown, "{fid:#x}");
         }
@@ -163,7 +258,9 @@ mod tests {
     fn features_are_truthful() {
         assert_eq!(psci_features(fid::PSCI_SYSTEM_OFF), ret::SUCCESS);
         assert_eq!(psci_features(fid::PSCI_VERSION), ret::SUCCESS);
-        assert_eq!(psci_features(0x8400_0001), ret::NOT_SUPPORTED);
+        assert_eq!(psci_features(fid::PSCI_CPU_ON_64), ret::SUCCESS);
+        assert_eq!(psci_features(fid::PSCI_CPU_SUSPEND_32), 0b10);
+        assert_eq!(psci_features(0x8400_0005), ret::NOT_SUPPORTED, "MIGRATE");
         assert_eq!(psci_features(0x1234), ret::NOT_SUPPORTED);
         assert_eq!(arch_features(fid::SMCCC_VERSION), ret::SUCCESS);
         assert_eq!(arch_features(0x8000_8000), ret::NOT_SUPPORTED);

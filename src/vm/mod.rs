@@ -9,6 +9,8 @@ pub mod guest_dtb;
 pub mod id_regs;
 pub mod loader;
 pub mod package;
+pub mod placement;
+pub mod psci;
 pub mod registry;
 pub mod vcpu;
 pub mod virtual_board;
@@ -81,6 +83,10 @@ pub struct Vm {
     /// Where the boot vCPU starts, and the DTB address it gets in x0.
     pub entry: u64,
     pub dtb_ipa: u64,
+    /// Each vCPU's PSCI power state and pending start.
+    pub vcpu_power: Vec<psci::VcpuPower>,
+    /// The physical CPU each vCPU is pinned to.
+    pub placement: Vec<usize>,
     /// CNTVOFF_EL2: the physical count when the VM was created, so its virtual counter starts
     /// near zero.
     pub counter_offset: u64,
@@ -90,7 +96,6 @@ pub struct Vm {
 /// Why a VM could not be built. Each names what to fix.
 #[derive(Debug)]
 pub enum VmError {
-    Spec(package::VmSpecError),
     TooManyVcpus { cpus: u32 },
     MemorySize { size: u64 },
     OutOfMemory { size: u64 },
@@ -103,7 +108,6 @@ pub enum VmError {
 impl fmt::Display for VmError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            VmError::Spec(e) => write!(f, "{e}"),
             VmError::TooManyVcpus { cpus } => write!(f, "{cpus} vCPUs asked, at most {MAX_VCPUS} supported"),
             VmError::MemorySize { size } => {
                 write!(f, "memory-size {size:#x} must be a non-zero multiple of 2 MiB")
@@ -135,7 +139,12 @@ impl ConsoleSink for VmConsole {
 impl Vm {
     /// Builds VM number `id` from its package entry: allocates and fills its RAM, maps it, and
     /// sets up its devices. On error nothing stays allocated.
-    pub fn create(id: usize, spec: &package::VmSpec, host: &HostInfo) -> Result<Arc<Vm>, VmError> {
+    pub fn create(
+        id: usize,
+        spec: &package::VmSpec,
+        host: &HostInfo,
+        placement: Vec<usize>,
+    ) -> Result<Arc<Vm>, VmError> {
         if spec.cpus == 0 || spec.cpus as usize > MAX_VCPUS {
             return Err(VmError::TooManyVcpus { cpus: spec.cpus });
         }
@@ -210,6 +219,12 @@ impl Vm {
         .expect("an empty bus has no overlaps");
 
         let vmid = (id + 1) as u8;
+        // The boot vCPU starts at the kernel's entry with the DTB in x0 (the Linux boot
+        // protocol); the others wait for the guest's PSCI CPU_ON.
+        let vcpu_power: Vec<psci::VcpuPower> = (0..vcpu_count).map(|_| psci::VcpuPower::off()).collect();
+        vcpu_power[0]
+            .request_on(psci::StartRequest { entry: plan.entry, context_id: plan.dtb_ipa })
+            .expect("a new vCPU is off");
         Ok(Arc::new(Vm {
             id,
             name: String::from(spec.name),
@@ -223,6 +238,8 @@ impl Vm {
             vcpu_count,
             entry: plan.entry,
             dtb_ipa: plan.dtb_ipa,
+            vcpu_power,
+            placement,
             counter_offset: crate::timer::physical_count(),
             state: AtomicU8::new(VmState::Running as u8),
         }))
@@ -240,6 +257,7 @@ impl Vm {
     pub fn power_off(&self) {
         if self.state.compare_exchange(0, VmState::PoweredOff as u8, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             log::info!("VM {} \"{}\" powered off", self.id, self.name);
+            self.kick_all_vcpus();
         }
     }
 
@@ -247,6 +265,28 @@ impl Vm {
     pub fn stop(&self, reason: fmt::Arguments) {
         if self.state.compare_exchange(0, VmState::Stopped as u8, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             log::error!("VM {} \"{}\" stopped: {}", self.id, self.name, reason);
+            self.kick_all_vcpus();
+        }
+    }
+
+    /// The vCPU whose MPIDR affinity (Aff3..Aff0) is `affinity`.
+    pub fn vcpu_by_affinity(&self, affinity: u64) -> Option<usize> {
+        const AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+        (0..self.vcpu_count).find(|&i| vcpu::mpidr_for(i) & AFFINITY_MASK == affinity & AFFINITY_MASK)
+    }
+
+    /// Makes the physical CPU of vCPU `index` look at its state (a CPU_ON, or the VM's end).
+    pub fn kick_vcpu(&self, index: usize) {
+        let cpu = self.placement[index];
+        crate::interrupts::kick(cpu, crate::cpu::mpidr_of(cpu));
+    }
+
+    /// Makes every CPU that runs one of this VM's vCPUs exit and notice the VM ended.
+    fn kick_all_vcpus(&self) {
+        for index in 0..self.vcpu_count {
+            if index < self.placement.len() && self.placement[index] != crate::cpu::current_index() {
+                self.kick_vcpu(index);
+            }
         }
     }
 }

@@ -1,0 +1,188 @@
+//! The physical GIC, driven through the `arm-gic` crate (GICv2 and GICv3).
+//!
+//! Veil owns the distributor, the redistributors and its CPU interface; guests never reach them.
+//! Every interrupt is Group 1 non-secure (GICv3) or the non-secure group (GICv2), and Veil
+//! acknowledges and ends them itself. Distributor-wide operations take one lock; the CPU
+//! interface is banked per CPU.
+
+use crate::board::discovery::{GicInfo, GicVersion};
+use arm_gic::{
+    IntId, UniqueMmioPointer,
+    gicv2::{self, GicV2},
+    gicv3::{GicCpuInterface, GicV3, SgiTarget, SgiTargetGroup},
+};
+use core::ptr::NonNull;
+use spin::{Mutex, Once};
+
+enum Driver {
+    V2(GicV2<'static>),
+    V3(GicV3<'static>),
+}
+
+struct Gic {
+    driver: Mutex<Driver>,
+    version: GicVersion,
+}
+
+// SAFETY: the drivers hold pointers to the GIC's MMIO windows, which are valid for the life of
+// the system and reached only through the mutex (distributor) or per CPU (banked registers).
+unsafe impl Send for Gic {}
+// SAFETY: as above.
+unsafe impl Sync for Gic {}
+
+static GIC: Once<Gic> = Once::new();
+
+/// Where each CPU's GICv2 CPU-interface number (its ITARGETSR bit) and MPIDR are, by CPU index.
+static GICV2_TARGET: [core::sync::atomic::AtomicU8; crate::cpu::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU8::new(0) }; crate::cpu::MAX_CPUS];
+
+/// Sets up the distributor (boot CPU, once). Every interrupt starts disabled.
+pub fn init(info: &GicInfo, cpu_count: usize) {
+    GIC.call_once(|| {
+        let driver = match info.version {
+            GicVersion::V2 => {
+                let gicc = info.cpu_interface.expect("GICv2 without a CPU interface");
+                // SAFETY: both windows come from the DTB, are mapped as device memory in Veil's
+                // EL2 map, and this is the only driver for them.
+                let mut gic = unsafe {
+                    GicV2::new(info.distributor.base as *mut gicv2::registers::Gicd, gicc.base as *mut gicv2::registers::Gicc)
+                };
+                gic.setup();
+                gic.enable_all_interrupts(false);
+                Driver::V2(gic)
+            }
+            GicVersion::V3 => {
+                let gicr = info.redistributors.expect("GICv3 without redistributors");
+                // SAFETY: as above, for the distributor and the redistributor range.
+                let mut gic = unsafe {
+                    GicV3::new(
+                        UniqueMmioPointer::new(NonNull::new(info.distributor.base as *mut _).expect("GICD at 0")),
+                        NonNull::new(gicr.base as *mut _).expect("GICR at 0"),
+                        cpu_count,
+                    )
+                }
+                .expect("GICv3 redistributors not found");
+                // EL2 uses the system-register interface; EL1 may enable its own (virtual) one.
+                GicCpuInterface::enable_system_register_el2(true);
+                gic.setup(0);
+                Driver::V3(gic)
+            }
+        };
+        Gic { driver: Mutex::new(driver), version: info.version }
+    });
+}
+
+/// Brings up this CPU's interface (and redistributor) and enables the SGIs Veil uses.
+pub fn init_this_cpu(index: usize) {
+    let Some(gic) = GIC.get() else { return };
+    let mut driver = gic.driver.lock();
+    match &mut *driver {
+        Driver::V2(g) => {
+            if index != 0 {
+                g.setup();
+            }
+            // ITARGETSR0..7 are banked and read back this CPU's own interface bit.
+            // SAFETY: reading a banked distributor register of a mapped GICD.
+            let target = unsafe { core::ptr::read_volatile((gic_v2_gicd_base() + 0x800) as *const u8) };
+            GICV2_TARGET[index].store(target, core::sync::atomic::Ordering::Relaxed);
+            for sgi in crate::interrupts::SGI_ALL {
+                g.set_interrupt_priority(IntId::sgi(sgi), 0x80);
+                let _ = g.enable_interrupt(IntId::sgi(sgi), true);
+            }
+            g.set_priority_mask(0xff);
+        }
+        Driver::V3(g) => {
+            if index != 0 {
+                GicCpuInterface::enable_system_register_el2(true);
+                g.init_cpu(index);
+                GicCpuInterface::enable_group1(true);
+            }
+            for sgi in crate::interrupts::SGI_ALL {
+                let _ = g.set_interrupt_priority(IntId::sgi(sgi), Some(index), 0x80);
+                let _ = g.enable_interrupt(IntId::sgi(sgi), Some(index), true);
+            }
+            GicCpuInterface::set_priority_mask(0xff);
+        }
+    }
+}
+
+static GICV2_GICD: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+fn gic_v2_gicd_base() -> usize {
+    GICV2_GICD.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Records the GICv2 distributor base for the banked ITARGETSR read.
+pub fn set_v2_gicd_base(base: u64) {
+    GICV2_GICD.store(base as usize, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Sends SGI `sgi` to the CPU with linear index `cpu` whose MPIDR is `mpidr`.
+pub fn send_sgi(sgi: u32, cpu: usize, mpidr: u64) {
+    let Some(gic) = GIC.get() else { return };
+    match gic.version {
+        GicVersion::V2 => {
+            let target = GICV2_TARGET[cpu].load(core::sync::atomic::Ordering::Relaxed);
+            if let Driver::V2(g) = &mut *gic.driver.lock() {
+                g.send_sgi(
+                    IntId::sgi(sgi),
+                    gicv2::SgiTarget::List {
+                        target_list_filter: gicv2::SgiTargetListFilter::CPUTargetList,
+                        target_list: target as u16,
+                    },
+                );
+            }
+        }
+        GicVersion::V3 => {
+            // ICC_SGI1R_EL1 is this CPU's own register: no lock needed.
+            let _ = GicCpuInterface::send_sgi(
+                IntId::sgi(sgi),
+                SgiTarget::List {
+                    affinity3: (mpidr >> 32) as u8,
+                    affinity2: (mpidr >> 16) as u8,
+                    affinity1: (mpidr >> 8) as u8,
+                    target_list: 1 << (mpidr & 0xf),
+                },
+                SgiTargetGroup::CurrentGroup1,
+            );
+        }
+    }
+}
+
+/// Acknowledges the highest-priority pending interrupt of this CPU, if any.
+pub fn acknowledge() -> Option<u32> {
+    let gic = GIC.get()?;
+    match gic.version {
+        GicVersion::V2 => match &mut *gic.driver.lock() {
+            Driver::V2(g) => g.get_and_acknowledge_interrupt(arm_gic::InterruptGroup::Group0).map(|i| i.raw_value() & 0x3ff),
+            _ => None,
+        },
+        GicVersion::V3 => {
+            GicCpuInterface::get_and_acknowledge_interrupt(arm_gic::InterruptGroup::Group1).map(|i| i.raw_value())
+        }
+    }
+}
+
+/// Ends (drops priority and deactivates) interrupt `intid` on this CPU.
+pub fn end(intid: u32) {
+    let Some(gic) = GIC.get() else { return };
+    match gic.version {
+        GicVersion::V2 => {
+            if let Driver::V2(g) = &mut *gic.driver.lock() {
+                g.end_interrupt(intid_from_raw(intid), arm_gic::InterruptGroup::Group0);
+            }
+        }
+        GicVersion::V3 => {
+            GicCpuInterface::end_interrupt(intid_from_raw(intid), arm_gic::InterruptGroup::Group1)
+        }
+    }
+}
+
+/// An `IntId` from a raw INTID (the crate builds them per kind).
+fn intid_from_raw(raw: u32) -> IntId {
+    match raw {
+        0..16 => IntId::sgi(raw),
+        16..32 => IntId::ppi(raw - 16),
+        _ => IntId::spi(raw - 32),
+    }
+}
