@@ -35,6 +35,10 @@ pub struct QemuMachine {
     pub gic_versions: Vec<u32>,
     /// Most CPUs the machine takes.
     pub max_smp: u32,
+    /// A DTB to pass with `-dtb` (a path from the repository root), for machines for which
+    /// QEMU builds none (raspi4b).
+    #[serde(default)]
+    pub dtb: Option<String>,
 }
 
 impl Board {
@@ -82,6 +86,17 @@ impl Board {
     /// The machine's default RAM in bytes.
     pub fn memory(&self) -> Result<u64> {
         size::parse_size(&self.qemu.memory)
+    }
+
+    /// The GIC version to use when none is asked for: 3 where the machine has it, else the
+    /// newest it has.
+    pub fn default_gic(&self) -> u32 {
+        let versions = &self.qemu.gic_versions;
+        if versions.contains(&3) {
+            3
+        } else {
+            versions.iter().copied().max().unwrap_or(3)
+        }
     }
 
     /// Checks that QEMU can model `gic` on this board.
@@ -144,6 +159,10 @@ mod tests {
         assert_eq!(board.memory().unwrap(), size::GIB);
         assert!(board.check_gic(2).is_ok() && board.check_gic(3).is_ok());
         assert!(board.check_gic(4).is_err());
+        assert_eq!(board.default_gic(), 3);
+        let rpi4 = Board::parse("rpi4", include_str!("../../boards/rpi4.toml")).unwrap();
+        assert_eq!(rpi4.default_gic(), 2);
+        assert!(rpi4.check_smp(4).is_ok() && rpi4.check_smp(5).is_err());
         assert!(board.check_smp(8).is_ok());
         assert!(board.check_smp(0).is_err() && board.check_smp(9).is_err());
     }
@@ -172,5 +191,8 @@ mod tests {
         assert!(Board::parse("qemu-virt", &bad_memory).is_err());
         let typo = QEMU_VIRT.replace("max_smp", "max_cpus");
         assert!(Board::parse("qemu-virt", &typo).is_err());
+        let with_dtb = format!("{QEMU_VIRT}dtb = \"tests/fixtures/x.dtb\"\n");
+        let board = Board::parse("qemu-virt", &with_dtb).unwrap();
+        assert_eq!(board.qemu.dtb.as_deref(), Some("tests/fixtures/x.dtb"));
     }
 }

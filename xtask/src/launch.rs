@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
 use crate::board::Board;
 use crate::image::{self, Hypervisor};
@@ -137,6 +137,8 @@ impl Launcher {
             .map(|p| read_input(p, "--initrd"))
             .transpose()?;
 
+        let dtb = self.host_dtb(&board, notes)?;
+
         self.qemu()?;
         notes.note(format!("board {}: {}", board.name, board.description));
         let hypervisor = self.hypervisor(&launch.board, launch.profile)?;
@@ -203,6 +205,7 @@ impl Launcher {
             memory: qemu::machine_memory(board.memory()?, launch.memory),
             kernel: self.ws.short(&hypervisor.bin),
             package: self.ws.short(&package_path),
+            dtb,
             icount: launch.icount,
             gdb: launch.gdb,
         };
@@ -215,6 +218,30 @@ impl Launcher {
             ));
         }
         qemu::run(command, console, launch.timeout)
+    }
+
+    /// The `-dtb` file the board asks for, checked before anything is built.
+    fn host_dtb(&self, board: &Board, notes: &mut Notes) -> Result<Option<PathBuf>> {
+        Ok(match &board.qemu.dtb {
+            Some(dtb) => {
+                let path = self.ws.root.join(dtb);
+                if !path.is_file() {
+                    bail!(
+                        "board {}: no DTB file {dtb} ([qemu] dtb in boards/{0}.toml)",
+                        board.name
+                    );
+                }
+                Some(self.ws.short(&path))
+            }
+            None if board.qemu.machine.starts_with("raspi") => {
+                notes.note(format!(
+                    "QEMU builds no DTB for {}: set [qemu] dtb in boards/{}.toml",
+                    board.qemu.machine, board.name
+                ));
+                None
+            }
+            None => None,
+        })
     }
 
     fn qemu(&mut self) -> Result<qemu::Version> {
@@ -252,7 +279,7 @@ fn read_input(path: &Path, option: &str) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read {option} file {}", path.display()))?;
     if bytes.is_empty() {
-        anyhow::bail!("{option} file {} is empty", path.display());
+        bail!("{option} file {} is empty", path.display());
     }
     Ok(bytes)
 }

@@ -86,9 +86,9 @@ struct BuildArgs {
 struct RunArgs {
     #[command(flatten)]
     build: BuildArgs,
-    /// GIC version of the machine and of the VM.
-    #[arg(long, value_name = "2|3", default_value_t = 3, value_parser = value_parser!(u32).range(2..=3))]
-    gic: u32,
+    /// GIC version of the machine and of the VM [default: 3, or the board's only one].
+    #[arg(long, value_name = "2|3", value_parser = value_parser!(u32).range(2..=3))]
+    gic: Option<u32>,
     /// CPUs of the machine, and vCPUs of the VM.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = value_parser!(u32).range(1..=8))]
     smp: u32,
@@ -182,10 +182,14 @@ fn run(ws: &Workspace, args: RunArgs) -> Result<u8> {
         None if args.gdb => None,
         None => Some(Duration::from_secs(60)),
     };
+    let gic = match args.gic {
+        Some(gic) => gic,
+        None => board::Board::load(&ws.root, &args.build.board)?.default_gic(),
+    };
     let launch = Launch {
         board: args.build.board,
         profile: Profile::from_release_flag(args.build.release),
-        gic: args.gic,
+        gic,
         smp: args.smp,
         memory: args.mem,
         guest: args.guest.map_or(Guest::Tiny, Guest::File),

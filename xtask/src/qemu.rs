@@ -144,6 +144,8 @@ pub struct Invocation<'a> {
     pub kernel: PathBuf,
     /// The VM package (`-initrd`).
     pub package: PathBuf,
+    /// The host DTB (`-dtb`), for machines for which QEMU builds none.
+    pub dtb: Option<PathBuf>,
     pub icount: bool,
     pub gdb: bool,
 }
@@ -177,6 +179,9 @@ impl Invocation<'_> {
         args.extend(plain.map(OsString::from));
         args.extend(["-kernel".into(), self.kernel.clone().into_os_string()]);
         args.extend(["-initrd".into(), self.package.clone().into_os_string()]);
+        if let Some(dtb) = &self.dtb {
+            args.extend(["-dtb".into(), dtb.clone().into_os_string()]);
+        }
         let tail = [
             "-append",
             VEIL_BOOTARGS,
@@ -459,6 +464,7 @@ mod tests {
             memory: 1536 * MIB,
             kernel: "target/qemu-virt/debug/veil.bin".into(),
             package: "target/qemu-virt/vms.pkg".into(),
+            dtb: None,
             icount: false,
             gdb: false,
         };
@@ -489,12 +495,18 @@ mod tests {
             memory: 2 * GIB,
             kernel: "veil.bin".into(),
             package: "vms.pkg".into(),
+            dtb: Some("bcm2711-rpi-4-b.dtb".into()),
             icount: false,
             gdb: false,
         };
         let args = strings(invocation.args());
         assert_eq!(&args[..4], ["-M", "raspi4b", "-smp", "4"]);
         assert!(args.contains(&"2G".to_string()));
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("-initrd vms.pkg -dtb bcm2711-rpi-4-b.dtb -append"),
+            "{joined}"
+        );
     }
 
     #[test]
