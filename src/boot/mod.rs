@@ -56,16 +56,17 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     // SAFETY: the header says the blob is `size` bytes long; it stays untouched for Veil's
     // whole life (it is reserved from the frame allocator below).
     let blob: &'static [u8] = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
-    let platform = match Platform::from_fdt(blob) {
-        Ok(p) => board::set_platform(p),
+    // Kept on the stack until the MMU is on: the global cells use atomics, which need caches.
+    let discovered = match Platform::from_fdt(blob) {
+        Ok(p) => p,
         Err(e) => fail(format_args!("bad DTB at {dtb:#x}: {e}")),
     };
-    board::set_options(board::VeilOptions::parse(platform.bootargs));
+    let platform = &discovered;
 
     // 2. Veil's own map; then MMU and caches on.
     let image = layout::image();
     let mut devices = [Region::default(); 8];
-    let device_count = host_devices(platform, &mut devices);
+    let device_count = host_devices(platform, blob, &mut devices);
     let el2 = el2_map::El2Layout {
         ram: platform.memory.as_slice(),
         code: code_region(),
@@ -80,6 +81,9 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     unsafe {
         memory::mmu::enable(root)
     };
+    DTB.call_once(|| blob);
+    let platform = board::set_platform(discovered);
+    board::set_options(board::VeilOptions::parse(platform.bootargs));
 
     // 3. Console and log.
     if let Some(uart) = platform.uart {
@@ -182,7 +186,7 @@ extern "C" fn boot_secondary(index: usize) -> ! {
 }
 
 /// The host devices Veil itself maps: the console and the GIC's register windows.
-fn host_devices(platform: &Platform, out: &mut [Region; 8]) -> usize {
+fn host_devices(platform: &Platform, dtb: &[u8], out: &mut [Region; 8]) -> usize {
     let mut n = 0;
     let mut add = |r: Option<Region>| {
         if let Some(r) = r {
@@ -193,6 +197,7 @@ fn host_devices(platform: &Platform, out: &mut [Region; 8]) -> usize {
         }
     };
     add(platform.uart.map(|u| Region { base: u.base, size: u.size }));
+    add(host_rtc(dtb));
     if let Some(gic) = &platform.gic {
         add(Some(gic.distributor));
         add(gic.cpu_interface);
@@ -295,6 +300,7 @@ fn create_vms(platform: &Platform) {
             _ => GuestGic::V3,
         },
         shared_console: package.vms().count() > 1,
+        wall_clock: host_wall_clock(),
     };
     let specs: alloc::vec::Vec<_> = package.vms().collect();
     let counts: alloc::vec::Vec<usize> = specs.iter().map(|s| s.as_ref().map_or(0, |s| s.cpus as usize)).collect();
@@ -342,6 +348,34 @@ fn create_vms(platform: &Platform) {
         }
     }
 }
+
+/// The host's wall-clock time, from a PL031 RTC if the host has one (QEMU virt does), paired
+/// with the counter value at which it was read. Without an RTC the guests' clocks start at the
+/// epoch, as they would on a board without one.
+fn host_wall_clock() -> (u64, u64) {
+    let now = crate::timer::physical_count();
+    match DTB.get().and_then(|blob| host_rtc(blob)) {
+        Some(rtc) => {
+            // RTCDR (offset 0) holds the current time in seconds.
+            // SAFETY: the RTC's window comes from the DTB and is mapped as device memory.
+            let seconds = unsafe { core::ptr::read_volatile(rtc.base as *const u32) };
+            (now, seconds as u64)
+        }
+        None => (now, 0),
+    }
+}
+
+/// The host's PL031 RTC, if its DTB lists one at the top level (QEMU virt does; boards whose
+/// RTC sits behind a bus are not read).
+fn host_rtc(blob: &[u8]) -> Option<Region> {
+    let fdt = fdt::Fdt::new(blob).ok()?;
+    let node = fdt.find_compatible(&["arm,pl031"])?;
+    let reg = node.reg()?.next()?;
+    Some(Region { base: reg.starting_address as u64, size: reg.size.unwrap_or(0x1000) as u64 })
+}
+
+/// The host DTB, for the few lookups discovery does not cover.
+static DTB: spin::Once<&'static [u8]> = spin::Once::new();
 
 /// The host's ID register space, read once (see `vm::id_regs`).
 fn read_host_id_regs() -> [u64; vm::id_regs::ID_REG_COUNT] {

@@ -6,6 +6,8 @@
 //! on the host like any other state machine.
 
 pub mod pl011;
+pub mod pl031;
+pub mod virtio_mmio;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

@@ -1,7 +1,14 @@
 //! Guest data aborts that reach Veil (EC 0x24): accesses to guest physical addresses stage 2
-//! does not map. Those inside an emulated device go to it; anything else is the guest's error.
+//! does not map. An access inside an emulated device is performed on it; anything else — no
+//! RAM or device there, a register the device refuses, an instruction Veil cannot decode — is
+//! answered as hardware would: a synchronous external abort injected into the guest, with a
+//! log line naming the VM, the address and the access.
+//!
+//! With ISS.ISV = 1 the syndrome describes the access. With ISV = 0 (load/store pair,
+//! writeback and register-offset forms) Veil fetches the instruction from guest memory and
+//! decodes it ([`super::insn`]).
 
-use super::{Exit, esr::{DataAbort, Esr, extend_load}};
+use super::{Exit, esr::{DataAbort, Esr, extend_load}, inject, insn};
 use crate::vm::vcpu::Vcpu;
 
 /// The faulting guest physical address: HPFAR_EL2.FIPA (bits [43:4]) holds IPA[51:12]; the
@@ -14,26 +21,41 @@ pub const fn fault_ipa(hpfar: u64, far: u64) -> u64 {
 pub fn handle(vcpu: &mut Vcpu, esr: Esr, hpfar: u64, far: u64) -> Exit {
     let abort = DataAbort::decode(esr.iss());
     let ipa = fault_ipa(hpfar, far);
-    let access = if abort.write { "write" } else { "read" };
-
-    if !abort.isv {
-        vcpu.vm.stop(format_args!(
-            "data abort at IPA {ipa:#x}: a {access} the CPU gave no syndrome for (ISV=0, e.g. a \
-             load/store pair or writeback form) at PC {:#x}",
-            vcpu.regs.pc
-        ));
-        return Exit::VmEnded;
+    if abort.stage1_walk {
+        return refuse(vcpu, far, abort.write, format_args!("guest page-table walk at IPA {ipa:#x}: not RAM"));
     }
+    if abort.isv {
+        single_access(vcpu, &abort, ipa, far)
+    } else {
+        decoded_access(vcpu, &abort, ipa, far)
+    }
+}
 
-    let reg_name = if abort.sixty_four { 'x' } else { 'w' };
+/// Injects a synchronous external abort for the access at `far`, and says why.
+fn refuse(vcpu: &mut Vcpu, far: u64, write: bool, why: core::fmt::Arguments) -> Exit {
+    log::warn!(
+        "VM {} \"{}\" vCPU {}: {why} (PC {:#x}); injected a synchronous external abort",
+        vcpu.vm.id,
+        vcpu.vm.name,
+        vcpu.index,
+        vcpu.regs.pc
+    );
+    inject::data_abort(&mut vcpu.regs, far, write);
+    Exit::Resume
+}
+
+/// An access the syndrome describes (ISV = 1): one register, one width.
+fn single_access(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64) -> Exit {
+    let access = if abort.write { "write" } else { "read" };
+    let reg = if abort.sixty_four { 'x' } else { 'w' };
     let Some((device, offset)) = vcpu.vm.mmio.find(ipa) else {
-        vcpu.vm.stop(format_args!(
-            "data abort at IPA {ipa:#x}: {}-byte {access} ({reg_name}{}) at PC {:#x}: no RAM or device there",
-            abort.size, abort.register, vcpu.regs.pc
-        ));
-        return Exit::VmEnded;
+        return refuse(
+            vcpu,
+            far,
+            abort.write,
+            format_args!("{}-byte {access} ({reg}{}) at IPA {ipa:#x}: no RAM or device there", abort.size, abort.register),
+        );
     };
-
     let result = if abort.write {
         let value = vcpu.regs.read(abort.register);
         let mask = if abort.size == 8 { u64::MAX } else { (1u64 << (abort.size * 8)) - 1 };
@@ -45,16 +67,127 @@ pub fn handle(vcpu: &mut Vcpu, esr: Esr, hpfar: u64, far: u64) -> Exit {
         })
     };
     if result.is_err() {
-        vcpu.vm.stop(format_args!(
-            "{}-byte {access} of {} register {offset:#x} (IPA {ipa:#x}) at PC {:#x}: not a valid access",
-            abort.size,
-            device.name(),
-            vcpu.regs.pc
-        ));
-        return Exit::VmEnded;
+        let name = device.name();
+        return refuse(
+            vcpu,
+            far,
+            abort.write,
+            format_args!("{}-byte {access} of {name} register {offset:#x} (IPA {ipa:#x}): not a valid access", abort.size),
+        );
     }
     vcpu.regs.skip_instruction();
     Exit::Resume
+}
+
+/// An access without syndrome (ISV = 0): decode the instruction and perform each element.
+fn decoded_access(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64) -> Exit {
+    let Some(word) = fetch_instruction(vcpu) else {
+        return refuse(vcpu, far, abort.write, format_args!("access at IPA {ipa:#x} by an instruction Veil cannot read"));
+    };
+    let Some(access) = insn::decode(word) else {
+        return refuse(
+            vcpu,
+            far,
+            abort.write,
+            format_args!("access at IPA {ipa:#x} by instruction {word:#010x}, which Veil does not emulate on devices"),
+        );
+    };
+    let spsr = vcpu.regs.spsr;
+    let regs = &vcpu.regs;
+    let plan = match insn::plan(&access, far, ipa, |operand| match operand {
+        insn::Operand::Gpr(n) => regs.read(n),
+        insn::Operand::Sp => arch::read_guest_sp(spsr),
+    }) {
+        Ok(plan) => plan,
+        Err(e) => {
+            return refuse(vcpu, far, abort.write, format_args!("access at IPA {ipa:#x} by {word:#010x}: {e:?}"));
+        }
+    };
+    let vm = vcpu.vm.clone();
+    let completion = insn::perform(&plan, |element| {
+        let (device, offset) = vm.mmio.find(element.ipa).ok_or(element.ipa)?;
+        match element.kind {
+            insn::ElementKind::Store { value } => device.write(offset, element.size, value).map(|_| 0),
+            insn::ElementKind::Load { .. } => device.read(offset, element.size),
+        }
+        .map_err(|_| element.ipa)
+    });
+    match completion {
+        Ok(done) => {
+            for &(reg, value) in done.loaded() {
+                vcpu.regs.write(reg, value);
+            }
+            if let Some(wb) = done.writeback {
+                if wb.base == 31 {
+                    arch::write_guest_sp(spsr, wb.value);
+                } else {
+                    vcpu.regs.write(wb.base, wb.value);
+                }
+            }
+            vcpu.regs.skip_instruction();
+            Exit::Resume
+        }
+        Err(bad) => refuse(
+            vcpu,
+            far,
+            abort.write,
+            format_args!("access at IPA {bad:#x} by {word:#010x}: no device there or not a valid access"),
+        ),
+    }
+}
+
+/// Reads the 32-bit instruction at the guest's PC through its own translation.
+fn fetch_instruction(vcpu: &Vcpu) -> Option<u32> {
+    let ipa = arch::translate_guest_va(vcpu.regs.pc)?;
+    let pa = vcpu.vm.ram.pa_of(ipa)?;
+    if pa % 4 != 0 {
+        return None;
+    }
+    // SAFETY: `pa` lies in this VM's RAM, which Veil maps read-write; an aligned word read.
+    Some(unsafe { core::ptr::read_volatile(pa as *const u32) })
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arch {
+    use aarch64_cpu::registers::{PAR_EL1, SP_EL0, SP_EL1};
+    use core::arch::asm;
+    use tock_registers::interfaces::{Readable, Writeable};
+
+    /// SPSR.M[0] (SPSel): 1 = the guest used SP_EL1 (EL1h), 0 = SP_EL0.
+    fn uses_sp_el1(spsr: u64) -> bool {
+        spsr & 0b1101 == 0b0101
+    }
+
+    pub fn read_guest_sp(spsr: u64) -> u64 {
+        if uses_sp_el1(spsr) { SP_EL1.get() } else { SP_EL0.get() }
+    }
+
+    pub fn write_guest_sp(spsr: u64, value: u64) {
+        if uses_sp_el1(spsr) { SP_EL1.set(value) } else { SP_EL0.set(value) }
+    }
+
+    /// The guest physical address of guest virtual address `va`, through the guest's stage 1
+    /// (AT S1E1R; with its MMU off VA = IPA). PAR_EL1 is the guest's register: it is restored.
+    pub fn translate_guest_va(va: u64) -> Option<u64> {
+        let saved = PAR_EL1.get();
+        // SAFETY: AT only writes PAR_EL1, which is saved and restored around it.
+        unsafe { asm!("at s1e1r, {}", "isb", in(reg) va, options(nostack)) };
+        let par = PAR_EL1.get();
+        PAR_EL1.set(saved);
+        // PAR_EL1.F (bit 0) = the translation failed; PA[47:12] in bits [47:12].
+        (par & 1 == 0).then(|| (par & 0x0000_ffff_ffff_f000) | (va & 0xfff))
+    }
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+mod arch {
+    pub fn read_guest_sp(_spsr: u64) -> u64 {
+        0
+    }
+    pub fn write_guest_sp(_spsr: u64, _value: u64) {}
+    pub fn translate_guest_va(_va: u64) -> Option<u64> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -113,6 +113,11 @@ pub fn apply(regs: &mut GuestRegs, injection: &Injection) {
     regs.spsr = injection.pstate;
 }
 
+/// The guest's VBAR_EL1.
+pub fn guest_vbar() -> u64 {
+    arch::read_vbar_sctlr().0
+}
+
 /// Makes the guest take an UNDEFINED instruction exception at its current instruction.
 pub fn undefined_instruction(regs: &mut GuestRegs) {
     let (vbar, sctlr) = arch::read_vbar_sctlr();

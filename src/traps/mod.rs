@@ -10,6 +10,7 @@ pub mod context;
 pub mod data_abort;
 pub mod esr;
 pub mod inject;
+pub mod insn;
 pub mod smccc;
 pub mod sysreg;
 
@@ -84,11 +85,28 @@ fn smc(vcpu: &mut Vcpu, _s: Syndrome) -> Exit {
     smccc::handle(vcpu, smccc::Conduit::Smc)
 }
 
-/// An instruction fetch from an IPA with no RAM: the guest jumped into a hole or a device.
+/// An instruction fetch from an IPA with no RAM: the guest jumped into a hole or a device. It
+/// gets an instruction abort — unless the fetch that faulted is its own exception vector, which
+/// an injected abort would only enter again: then the guest cannot go on and Veil stops it.
 fn instruction_abort(vcpu: &mut Vcpu, s: Syndrome) -> Exit {
     let ipa = data_abort::fault_ipa(s.hpfar, s.far);
-    vcpu.vm.stop(format_args!("instruction fetch from IPA {ipa:#x} (PC {:#x}): not RAM", vcpu.regs.pc));
-    Exit::VmEnded
+    let vbar = inject::guest_vbar();
+    if vcpu.regs.pc.wrapping_sub(vbar) < 0x800 {
+        vcpu.vm.stop(format_args!(
+            "its exception vectors at {vbar:#x} are not in RAM (instruction fetch from IPA {ipa:#x}); \
+             it cannot take exceptions"
+        ));
+        return Exit::VmEnded;
+    }
+    log::warn!(
+        "VM {} \"{}\" vCPU {}: instruction fetch from IPA {ipa:#x} (PC {:#x}): not RAM; injected an instruction abort",
+        vcpu.vm.id,
+        vcpu.vm.name,
+        vcpu.index,
+        vcpu.regs.pc
+    );
+    inject::instruction_abort(&mut vcpu.regs, s.far);
+    Exit::Resume
 }
 
 fn sync_exit(vcpu: &mut Vcpu, syndrome: Syndrome) -> Exit {

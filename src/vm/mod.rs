@@ -15,7 +15,12 @@ pub mod registry;
 pub mod vcpu;
 pub mod virtual_board;
 
-use crate::devices::{MmioBus, pl011::{ConsoleSink, VirtualPl011}};
+use crate::devices::{
+    MmioBus,
+    pl011::{ConsoleSink, VirtualPl011},
+    pl031::{CounterClock, VirtualPl031},
+    virtio_mmio::EmptyVirtioMmio,
+};
 use crate::memory::{self, frames, stage2::{self, Stage2Table}};
 use alloc::{boxed::Box, format, string::String, sync::Arc, vec::Vec};
 use core::fmt;
@@ -65,6 +70,8 @@ pub struct HostInfo {
     pub gic: GuestGic,
     /// Whether more than one VM shares the console (prefix their lines).
     pub shared_console: bool,
+    /// Wall-clock time (seconds since the Unix epoch) when the system counter read `.0`.
+    pub wall_clock: (u64, u64),
 }
 
 /// One virtual machine.
@@ -217,6 +224,19 @@ impl Vm {
             Box::new(VirtualPl011::new(VmConsole { prefix }, line_buffered)),
         )
         .expect("an empty bus has no overlaps");
+        // The guest's RTC counts from the host's wall clock; its own writes shift only its view.
+        let (base_count, base_seconds) = host.wall_clock;
+        let clock = CounterClock::new(crate::timer::physical_count, crate::timer::frequency(), base_count, base_seconds);
+        mmio.add(virtual_board::PL031_BASE, virtual_board::PL031_SIZE, Box::new(VirtualPl031::new(clock)))
+            .expect("the virtual board's devices do not overlap");
+        // Guests probe every virtio-mmio slot of the board; with no device there they must read
+        // "no device" (DeviceID 0), not fault. One model answers for all slots.
+        mmio.add(
+            virtual_board::VIRTIO_MMIO_BASE,
+            virtual_board::VIRTIO_MMIO_SLOT_SIZE * virtual_board::VIRTIO_MMIO_SLOTS as u64,
+            Box::new(EmptyVirtioMmio::new()),
+        )
+        .expect("the virtual board's devices do not overlap");
 
         let vmid = (id + 1) as u8;
         // The boot vCPU starts at the kernel's entry with the DTB in x0 (the Linux boot
