@@ -3,6 +3,7 @@
 //! per board and profile) and the tiny guest (once), writes the VM package, starts QEMU.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -216,6 +217,9 @@ impl Launcher {
                 "QEMU waits for gdb; in another terminal: gdb-multiarch {} -ex 'target remote :{GDB_PORT}'",
                 shell_quote(self.ws.short(&hypervisor.elf))
             ));
+        }
+        if console == Console::Stream && std::io::stdin().is_terminal() {
+            notes.note("the console is yours; Ctrl-A x quits QEMU");
         }
         qemu::run(command, console, launch.timeout)
     }

@@ -258,6 +258,13 @@ fn host_tests(ws: &Workspace, filter: Option<&str>, tally: &mut Tally) {
         for name in &summary.failures {
             println!("FAIL {}::{name}: host unit test failed", suite.name);
         }
+        let unnamed = summary.failed.saturating_sub(summary.failures.len() as u64);
+        if unnamed > 0 {
+            println!(
+                "FAIL {} host unit tests: {unnamed} more failed (see the output)",
+                suite.name
+            );
+        }
         if summary.failed == 0 {
             // It failed before reporting any test: a compile error or a crash.
             println!(
