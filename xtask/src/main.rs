@@ -8,9 +8,11 @@
 //! summaries), `size` and `workspace` (small shared helpers).
 
 mod board;
+mod cpio;
 mod hosttest;
 mod image;
 mod launch;
+mod linux;
 mod package;
 mod qemu;
 mod scenario;
@@ -70,6 +72,9 @@ enum Command {
     /// Prints one line per test and, last, `N passed, M failed`. A failing scenario's console
     /// output is printed with the `cargo xtask run` line that repeats it.
     Test(TestArgs),
+    /// Fetch Debian's arm64 Linux and busybox, pack an initramfs, and boot them (see
+    /// xtask/src/linux.rs); `--bare` boots them on QEMU without Veil, as a check.
+    Linux(linux::LinuxArgs),
 }
 
 #[derive(Args)]
@@ -147,6 +152,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build(&ws, &args),
         Command::Run(args) => run(&ws, args),
         Command::Test(args) => test(&ws, &args),
+        Command::Linux(args) => linux::main(&ws, &args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
