@@ -1,0 +1,216 @@
+//! The virtual GIC: each VM's interrupt controller, as a pure model.
+//!
+//! A guest sees QEMU virt's GIC, a GICv2 (distributor at `GICD_BASE`, CPU interface at
+//! `GICC_BASE`) or a GICv3 (distributor, then one redistributor per vCPU at `GICR_BASE`); see
+//! `vm::virtual_board`. The CPU interface is the hardware's virtual one (GICV / ICV_*), fed
+//! through list registers. This module is everything around it that is not hardware:
+//!
+//! - [`irq_state`]: per-INTID state (enable, pending latch and line, active, priority, group,
+//!   trigger, GICv2 targets / GICv3 routing, GICv2 SGI senders), SGIs and PPIs banked per vCPU.
+//! - [`distributor`]: the GICD register file, and [`VirtualGicd`], its `MmioDevice` adapter.
+//! - [`redistributor`]: the GICR frames of a GICv3 VM, and [`VirtualGicr`].
+//! - [`sgi`]: GICD_SGIR and ICC_SGI1R_EL1 decoding.
+//! - [`inject`]: lines and edges from device models, timers and passthrough hardware.
+//! - [`lr_sync`] and [`list_register`]: what goes into the list registers, and their formats.
+//!
+//! # How the integrator drives it
+//! 1. Per VM: `Arc::new(Vgic::new(VgicConfig::new(model, nr_vcpus, nr_spis)?))`; map
+//!    [`VirtualGicd`] at `GICD_BASE` and, for GICv3, [`VirtualGicr`] at `GICR_BASE`; call
+//!    [`Vgic::map_hw`] for the virtual timer PPI of each vCPU and passthrough SPIs.
+//! 2. Every exit of vCPU `v`, first: read its N list registers, decode them
+//!    ([`ListRegister::decode_v3`] / [`ListRegister::decode_v2`]) and [`Vgic::fold_lrs`].
+//! 3. Handle the exit. A trapped ICC_SGI1R_EL1 write goes to [`Vgic::write_icc_sgir`].
+//! 4. Kick: the vCPUs returned by [`Vgic::set_level`] / [`Vgic::raise_edge`] /
+//!    [`Vgic::write_icc_sgir`], and after an MMIO exit those of [`Vgic::take_kicks`], must look
+//!    at their list registers again: a running one is sent a physical SGI (it exits, folds and
+//!    refills), one blocked in WFI is woken. The current vCPU needs nothing: step 5 follows.
+//! 5. Before entering `v`: [`Vgic::fill_lrs`], encode, write the registers, and set
+//!    ICH_HCR_EL2.UIE / GICH_HCR.UIE if [`LrFill::more_pending`].
+//!
+//! # Locking
+//! One `spin::Mutex` per VM guards the whole state: distributor, redistributors, and each
+//! vCPU's record of its list registers. It is a leaf lock: the vGIC calls nothing while holding
+//! it ([`CurrentVcpu`] is asked before it is taken), so a device model may call
+//! [`Vgic::set_level`] while holding its own lock (order: device lock, then vGIC lock), and no
+//! lock may be taken under it. Veil's EL2 code runs with interrupts masked, so the lock is never
+//! contended by an interrupt handler on the same CPU.
+
+pub mod bank_regs;
+pub mod distributor;
+pub mod inject;
+pub mod irq_state;
+pub mod list_register;
+pub mod lr_sync;
+pub mod redistributor;
+pub mod sgi;
+pub mod vcpu_set;
+
+#[cfg(test)]
+mod tests;
+
+pub use distributor::{CurrentVcpu, GICD_WINDOW, VirtualGicd};
+pub use inject::InjectError;
+pub use list_register::{ListRegister, LrState};
+pub use lr_sync::{LrFill, PendingIrq};
+pub use redistributor::{GICR_STRIDE, VirtualGicr};
+pub use sgi::SgiRegister;
+pub use vcpu_set::{MAX_VCPUS, VcpuSet};
+
+use crate::devices::MmioError;
+use irq_state::State;
+use spin::Mutex;
+
+/// Which GIC architecture the guest sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicModel {
+    V2,
+    V3,
+}
+
+/// The shape of one VM's GIC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VgicConfig {
+    pub model: GicModel,
+    pub nr_vcpus: usize,
+    /// SPIs: INTIDs 32..32 + `nr_spis`.
+    pub nr_spis: u32,
+}
+
+/// A [`VgicConfig`] the vGIC cannot model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// No vCPUs, more than 8 for GICv2 (CPU interfaces) or more than [`MAX_VCPUS`].
+    VcpuCount,
+    /// Not a multiple of 32, or more than [`MAX_SPIS`].
+    SpiCount,
+}
+
+/// Most SPIs: GICD_TYPER.ITLinesNumber counts 32 INTIDs at a time and INTIDs from 1020 on are
+/// special, so 32 + 960 = 992 is the last multiple of 32 that fits.
+pub const MAX_SPIS: u32 = 960;
+
+impl VgicConfig {
+    pub fn new(model: GicModel, nr_vcpus: usize, nr_spis: u32) -> Result<Self, ConfigError> {
+        let max_vcpus = match model {
+            GicModel::V2 => 8,
+            GicModel::V3 => MAX_VCPUS,
+        };
+        if nr_vcpus == 0 || nr_vcpus > max_vcpus {
+            return Err(ConfigError::VcpuCount);
+        }
+        if !nr_spis.is_multiple_of(32) || nr_spis > MAX_SPIS {
+            return Err(ConfigError::SpiCount);
+        }
+        Ok(VgicConfig { model, nr_vcpus, nr_spis })
+    }
+
+    /// The affinity fields of vCPU `vcpu`'s MPIDR_EL1 (Aff3 at 39:32, Aff2..Aff0 at 23:0):
+    /// Aff0 = index, as `vm::vcpu::mpidr_for` sets VMPIDR_EL2.
+    pub const fn vcpu_affinity(&self, vcpu: usize) -> u64 {
+        vcpu as u64 & 0xff
+    }
+
+    /// The vCPU whose affinity is `affinity` (same layout as [`VgicConfig::vcpu_affinity`]).
+    pub fn vcpu_of_affinity(&self, affinity: u64) -> Option<usize> {
+        usize::try_from(affinity)
+            .ok()
+            .filter(|&v| v < self.nr_vcpus && self.vcpu_affinity(v) == affinity)
+    }
+}
+
+/// One VM's virtual GIC. Share it (`Arc`) between the MMIO adapters, the exit path and the
+/// device models.
+pub struct Vgic {
+    cfg: VgicConfig,
+    state: Mutex<State>,
+}
+
+impl Vgic {
+    /// A vGIC in its reset state: everything disabled and inactive, SGIs enabled.
+    pub fn new(cfg: VgicConfig) -> Self {
+        Vgic { cfg, state: Mutex::new(State::new(cfg)) }
+    }
+
+    pub fn config(&self) -> VgicConfig {
+        self.cfg
+    }
+
+    /// A distributor read by vCPU `vcpu` (whose SGIs and PPIs a GICv2 distributor shows).
+    pub fn gicd_read(&self, vcpu: usize, offset: u64, size: u8) -> Result<u64, MmioError> {
+        self.state.lock().gicd_read(vcpu, offset, size)
+    }
+
+    /// A distributor write by vCPU `vcpu`. Kicks go to [`Vgic::take_kicks`].
+    pub fn gicd_write(
+        &self,
+        vcpu: usize,
+        offset: u64,
+        size: u8,
+        value: u64,
+    ) -> Result<(), MmioError> {
+        self.state.lock().gicd_write(vcpu, offset, size, value)
+    }
+
+    /// A read at `offset` into the redistributor region (GICv3 only; GICv2: `BadAccess`).
+    pub fn gicr_read(&self, offset: u64, size: u8) -> Result<u64, MmioError> {
+        self.state.lock().gicr_read(offset, size)
+    }
+
+    /// A write at `offset` into the redistributor region. Kicks go to [`Vgic::take_kicks`].
+    pub fn gicr_write(&self, offset: u64, size: u8, value: u64) -> Result<(), MmioError> {
+        self.state.lock().gicr_write(offset, size, value)
+    }
+
+    /// A trapped write of `value` to ICC_SGI1R_EL1 (or SGI0R / ASGI1R) by vCPU `sender` of a
+    /// GICv3 VM: marks the SGI pending on its targets and returns the targets reached (those
+    /// to kick). A GICv2 VM has no such register: nothing happens.
+    pub fn write_icc_sgir(&self, sender: usize, value: u64, register: SgiRegister) -> VcpuSet {
+        if self.cfg.model != GicModel::V3 || sender >= self.cfg.nr_vcpus {
+            return VcpuSet::empty();
+        }
+        let (intid, targets) = sgi::decode_icc_sgi1r(value, sender, &self.cfg);
+        self.state.lock().send_v3_sgi(intid, targets, register)
+    }
+
+    /// Drives a device's interrupt line; returns the vCPUs to kick.
+    pub fn set_level(&self, intid: u32, vcpu: usize, level: bool) -> Result<VcpuSet, InjectError> {
+        self.state.lock().set_level(intid, vcpu, level)
+    }
+
+    /// Makes an interrupt pending once; returns the vCPUs to kick.
+    pub fn raise_edge(&self, intid: u32, vcpu: usize) -> Result<VcpuSet, InjectError> {
+        self.state.lock().raise_edge(intid, vcpu)
+    }
+
+    /// Marks `intid` (of `vcpu` for a PPI) as hardware-mapped to `pintid`, or not (`None`).
+    /// Meant for VM setup, before the interrupt is in use.
+    pub fn map_hw(&self, intid: u32, vcpu: usize, pintid: Option<u32>) -> Result<(), InjectError> {
+        self.state.lock().map_hw(intid, vcpu, pintid)
+    }
+
+    /// The vCPUs that MMIO writes since the last call made look at their list registers again.
+    pub fn take_kicks(&self) -> VcpuSet {
+        core::mem::take(&mut self.state.lock().kicks)
+    }
+
+    /// The deliverable pending interrupts of `vcpu` that its list registers do not hold, best
+    /// first: `(intid, priority, ...)` in priority order, ties by INTID.
+    pub fn next_pending(&self, vcpu: usize) -> impl Iterator<Item = PendingIrq> + use<> {
+        self.state.lock().pending_for(vcpu).into_iter()
+    }
+
+    /// Whether `vcpu` has an interrupt to take (for WFI).
+    pub fn has_deliverable(&self, vcpu: usize) -> bool {
+        self.state.lock().has_deliverable(vcpu)
+    }
+
+    /// After `vcpu` exited: folds its decoded list registers back into the model.
+    pub fn fold_lrs(&self, vcpu: usize, lrs: &[ListRegister]) {
+        self.state.lock().fold_lrs(vcpu, lrs)
+    }
+
+    /// Before `vcpu` runs: the contents for its list registers (`lrs.len()` of them).
+    pub fn fill_lrs(&self, vcpu: usize, lrs: &mut [ListRegister]) -> LrFill {
+        self.state.lock().fill_lrs(vcpu, lrs)
+    }
+}
