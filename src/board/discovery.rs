@@ -1,0 +1,2077 @@
+//! Platform discovery: what machine Veil is running on, read from the flattened device tree
+//! (DTB) that the firmware or QEMU passes in `x0`.
+//!
+//! This runs early in boot, before Veil has a heap, so nothing here allocates: lists have a
+//! fixed capacity and every string borrows from the blob. The result, [`Platform`], is plain
+//! data (RAM, reserved ranges, CPUs and how to start them, the GIC, timer interrupts, the UART,
+//! the initrd that carries the VM package, and Veil's command line) for the rest of boot to act
+//! on; nothing here touches hardware.
+//!
+//! Addresses are returned as CPU physical addresses: a `reg` is a bus address in its parent's
+//! address space, so it is translated through the `ranges` of every ancestor bus (on the
+//! Raspberry Pi 4, `/soc` maps bus 0x7e00_0000 to 0xfe00_0000). The `fdt` crate does not do
+//! that, and it is only used here to find nodes and properties; every value is decoded here.
+//!
+//! The DTB is input Veil does not control, and the `fdt` crate asserts, unwraps and slices
+//! without bounds checks on a malformed structure block. So [`check_fdt`] first walks the whole
+//! blob and accepts only the layout the crate handles safely; anything else becomes an
+//! [`FdtError`]. Other modules that read device trees (the VM package) go through it too.
+
+use core::fmt;
+
+use fdt::Fdt;
+use fdt::node::FdtNode;
+
+/// Most RAM regions Veil records (QEMU virt has 1, a Raspberry Pi 4 up to 3).
+pub const MAX_MEMORY_REGIONS: usize = 8;
+/// Most reserved regions Veil records (`/memreserve/` plus `/reserved-memory`).
+pub const MAX_RESERVED: usize = 16;
+/// Most physical CPUs Veil records.
+pub const MAX_CPUS: usize = 8;
+/// Deepest node nesting accepted; real trees stay under 8 and the tree walk is recursive.
+pub const MAX_DEPTH: usize = 16;
+
+/// A range of physical addresses. Regions produced by discovery never wrap past 2^64.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Region {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl Region {
+    /// One past the last byte (saturating, so a hand-made region cannot wrap).
+    pub fn end(&self) -> u64 {
+        self.base.saturating_add(self.size)
+    }
+
+    pub fn contains(&self, address: u64) -> bool {
+        address >= self.base && address - self.base < self.size
+    }
+
+    /// Whether the two regions share at least one byte (empty regions overlap nothing).
+    pub fn overlaps(&self, other: &Region) -> bool {
+        // u128 so that a region reaching the top of the address space compares exactly.
+        let (a0, a1) = (self.base as u128, self.base as u128 + self.size as u128);
+        let (b0, b1) = (other.base as u128, other.base as u128 + other.size as u128);
+        self.size != 0 && other.size != 0 && a0 < b1 && b0 < a1
+    }
+}
+
+/// A fixed-capacity list, since discovery runs before there is a heap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FixedList<T: Copy + Default, const N: usize> {
+    items: [T; N],
+    len: usize,
+}
+
+/// The list was already full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListFull;
+
+impl<T: Copy + Default, const N: usize> Default for FixedList<T, N> {
+    fn default() -> Self {
+        Self {
+            items: [T::default(); N],
+            len: 0,
+        }
+    }
+}
+
+impl<T: Copy + Default, const N: usize> FixedList<T, N> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, item: T) -> Result<(), ListFull> {
+        let slot = self.items.get_mut(self.len).ok_or(ListFull)?;
+        *slot = item;
+        self.len += 1;
+        Ok(())
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        self.items.get(..self.len).unwrap_or(&[])
+    }
+
+    pub fn iter(&self) -> core::slice::Iter<'_, T> {
+        self.as_slice().iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub const fn capacity(&self) -> usize {
+        N
+    }
+}
+
+/// A list of physical regions, e.g. RAM or reserved ranges.
+pub type RegionList<const N: usize> = FixedList<Region, N>;
+
+impl<const N: usize> FixedList<Region, N> {
+    /// Whether any region in the list contains `address`.
+    pub fn contains(&self, address: u64) -> bool {
+        self.iter().any(|r| r.contains(address))
+    }
+
+    /// Whether any region in the list shares a byte with `region`.
+    pub fn overlaps(&self, region: &Region) -> bool {
+        self.iter().any(|r| r.overlaps(region))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicVersion {
+    V2,
+    V3,
+}
+
+/// The host interrupt controller. Addresses are CPU physical addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GicInfo {
+    pub version: GicVersion,
+    /// GICD.
+    pub distributor: Region,
+    /// GICC: the v2 CPU interface (a v3 GIC lists it only for legacy guests).
+    pub cpu_interface: Option<Region>,
+    /// GICH: the v2 hypervisor control interface; `None` without virtualization extensions.
+    pub hyp_interface: Option<Region>,
+    /// GICV: the v2 virtual CPU interface that guests see as their GICC.
+    pub virtual_cpu_interface: Option<Region>,
+    /// GICR: the first v3 redistributor region (one frame pair per CPU follows its base).
+    pub redistributors: Option<Region>,
+    /// INTID of the virtual interface maintenance interrupt.
+    pub maintenance_intid: Option<u32>,
+}
+
+/// Generic timer interrupts as INTIDs (a PPI n is INTID 16 + n).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerInfo {
+    pub secure_phys: u32,
+    pub nonsecure_phys: u32,
+    pub virt: u32,
+    pub hyp_phys: u32,
+    /// Only with VHE (ARMv8.1); the Pi 4's Cortex-A72 has none.
+    pub hyp_virt: Option<u32>,
+}
+
+/// The conduit for PSCI calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PsciMethod {
+    Smc,
+    Hvc,
+}
+
+/// How a secondary CPU is started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EnableMethod {
+    /// PSCI CPU_ON, through [`Platform::psci`].
+    Psci,
+    /// Write the entry point to `release_addr` and `sev` (the Pi 4's firmware).
+    SpinTable { release_addr: u64 },
+    /// Absent or a method Veil does not know; such a CPU stays parked.
+    #[default]
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuInfo {
+    /// The CPU's `reg`: its MPIDR affinity fields.
+    pub mpidr: u64,
+    pub enable_method: EnableMethod,
+}
+
+/// The CPUs listed under `/cpus`, in tree order.
+pub type CpuList = FixedList<CpuInfo, MAX_CPUS>;
+
+/// A PL011 UART (`arm,pl011`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UartInfo {
+    pub base: u64,
+    pub size: u64,
+}
+
+/// Everything Veil learns about the host machine from its DTB.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform<'a> {
+    /// The root `model`, or "" if absent.
+    pub model: &'a str,
+    /// RAM from every enabled `device_type = "memory"` node; empty entries are left out.
+    pub memory: RegionList<MAX_MEMORY_REGIONS>,
+    /// `/memreserve/` entries and enabled `/reserved-memory` children that have a `reg`.
+    /// Dynamically placed pools (only `size`) are Linux's business and are not listed.
+    pub reserved: RegionList<MAX_RESERVED>,
+    pub cpus: CpuList,
+    /// The PL011 that `/chosen/stdout-path` names, else the first enabled one.
+    pub uart: Option<UartInfo>,
+    pub gic: Option<GicInfo>,
+    pub timer: Option<TimerInfo>,
+    pub psci: Option<PsciMethod>,
+    /// `/chosen` `linux,initrd-start`/`-end`: where the boot loader put the VM package.
+    pub initrd: Option<Region>,
+    /// `/chosen/bootargs`: Veil's own command line, or "".
+    pub bootargs: &'a str,
+    /// The timer node's `clock-frequency`, for firmware that leaves CNTFRQ_EL0 unset.
+    pub counter_frequency: Option<u32>,
+}
+
+/// Why a blob is not a device tree Veil can safely read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdtError {
+    /// Shorter than the 40-byte header.
+    TooShort {
+        len: usize,
+    },
+    BadMagic {
+        found: u32,
+    },
+    /// The header's `totalsize` is more than the bytes available.
+    Truncated {
+        total_size: usize,
+        available: usize,
+    },
+    UnsupportedVersion {
+        version: u32,
+        last_compatible: u32,
+    },
+    /// A header offset or size points outside the blob.
+    BadLayout(&'static str),
+    /// The structure block breaks the format at `offset` (from the block's start).
+    BadStructure {
+        offset: usize,
+        problem: &'static str,
+    },
+    TooDeep,
+}
+
+impl fmt::Display for FdtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooShort { len } => write!(
+                f,
+                "the device tree is only {len} bytes long, shorter than its 40-byte header"
+            ),
+            Self::BadMagic { found } => write!(
+                f,
+                "this is not a device tree: it starts with {found:#010x} instead of the magic \
+                 number 0xd00dfeed"
+            ),
+            Self::Truncated {
+                total_size,
+                available,
+            } => write!(
+                f,
+                "the device tree is cut short: its header says {total_size} bytes but only \
+                 {available} are there"
+            ),
+            Self::UnsupportedVersion {
+                version,
+                last_compatible,
+            } => write!(
+                f,
+                "the device tree has format version {version} (compatible back to \
+                 {last_compatible}); Veil reads version 17"
+            ),
+            Self::BadLayout(what) => write!(f, "the device tree header is inconsistent: {what}"),
+            Self::BadStructure { offset, problem } => write!(
+                f,
+                "the device tree is corrupt at offset {offset:#x} of its structure block: {problem}"
+            ),
+            Self::TooDeep => {
+                write!(
+                    f,
+                    "the device tree nests nodes more than {MAX_DEPTH} levels deep"
+                )
+            }
+        }
+    }
+}
+
+/// Why discovery failed. Node names are borrowed from the blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiscoveryError<'a> {
+    /// The blob itself is broken.
+    Fdt(FdtError),
+    /// More entries than Veil has room for.
+    TooMany { what: &'static str, max: usize },
+    /// A property Veil needs has a value it cannot use.
+    BadProperty {
+        node: &'a str,
+        property: &'static str,
+        problem: &'static str,
+    },
+    /// `address` in `node` cannot be reached from the CPU: bus `bus` maps no range holding it.
+    Untranslatable {
+        node: &'a str,
+        bus: &'a str,
+        address: u64,
+    },
+}
+
+impl From<FdtError> for DiscoveryError<'_> {
+    fn from(e: FdtError) -> Self {
+        Self::Fdt(e)
+    }
+}
+
+impl fmt::Display for DiscoveryError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fdt(e) => e.fmt(f),
+            Self::TooMany { what, max } => {
+                write!(
+                    f,
+                    "the device tree lists more {what} than Veil supports ({max})"
+                )
+            }
+            Self::BadProperty {
+                node,
+                property,
+                problem,
+            } => {
+                write!(
+                    f,
+                    "device tree node `{}`: `{property}` {problem}",
+                    shown(node)
+                )
+            }
+            Self::Untranslatable { node, bus, address } => write!(
+                f,
+                "device tree node `{}`: address {address:#x} is not reachable from the CPU \
+                 (bus `{}` maps no range that holds it)",
+                shown(node),
+                shown(bus)
+            ),
+        }
+    }
+}
+
+/// The root node's name is empty; users know it as `/`.
+fn shown(name: &str) -> &str {
+    if name.is_empty() { "/" } else { name }
+}
+
+const FDT_MAGIC: u32 = 0xd00d_feed;
+const HEADER_SIZE: usize = 40;
+const FDT_BEGIN_NODE: u32 = 1;
+const FDT_END_NODE: u32 = 2;
+const FDT_PROP: u32 = 3;
+const FDT_NOP: u32 = 4;
+const FDT_END: u32 = 9;
+
+/// Reads the total size from a DTB header (at least its first 8 bytes), after checking the
+/// magic number, so that the caller can map exactly the blob. `None` if it is not a DTB.
+/// The size is the header's claim: bound it before mapping that much.
+pub fn fdt_total_size(header: &[u8]) -> Option<usize> {
+    if be_u32_at(header, 0)? != FDT_MAGIC {
+        return None;
+    }
+    let size = usize::try_from(be_u32_at(header, 4)?).ok()?;
+    (size >= HEADER_SIZE).then_some(size)
+}
+
+/// Checks that `blob` is a device tree the `fdt` crate can walk without panicking, and opens
+/// it. The blob may be longer than the tree (a boot loader rounds sizes up); the rest is ignored.
+///
+/// Accepted is what dtc, libfdt and QEMU write: version 17, every block inside `totalsize`,
+/// properties before child nodes, and no `FDT_NOP` tokens (the crate asserts on those).
+pub fn check_fdt(blob: &[u8]) -> Result<Fdt<'_>, FdtError> {
+    check(blob).map(|(fdt, _)| fdt)
+}
+
+/// Where the `/memreserve/` entries start. The `fdt` crate's reader of that list slices without
+/// a bounds check, so discovery reads it itself.
+struct Layout {
+    mem_rsvmap: usize,
+}
+
+fn check(blob: &[u8]) -> Result<(Fdt<'_>, Layout), FdtError> {
+    let header = |index: usize| be_u32_at(blob, index * 4).unwrap_or(0);
+    if blob.len() < HEADER_SIZE {
+        return Err(FdtError::TooShort { len: blob.len() });
+    }
+    if header(0) != FDT_MAGIC {
+        return Err(FdtError::BadMagic { found: header(0) });
+    }
+    let total_size = header(1) as usize;
+    if total_size > blob.len() {
+        return Err(FdtError::Truncated {
+            total_size,
+            available: blob.len(),
+        });
+    }
+    if total_size < HEADER_SIZE {
+        return Err(FdtError::BadLayout(
+            "its total size is smaller than the header",
+        ));
+    }
+    let (version, last_compatible) = (header(5), header(6));
+    // Version 16 lacks size_dt_struct, which the fdt crate relies on.
+    if version < 17 || last_compatible > 17 {
+        return Err(FdtError::UnsupportedVersion {
+            version,
+            last_compatible,
+        });
+    }
+    let blob = blob.get(..total_size).unwrap_or_default();
+    let block = |offset: u32, size: u32, what: &'static str| {
+        let start = offset as usize;
+        let end = start
+            .checked_add(size as usize)
+            .ok_or(FdtError::BadLayout(what))?;
+        blob.get(start..end).ok_or(FdtError::BadLayout(what))
+    };
+    let structs = block(
+        header(2),
+        header(9),
+        "the structure block lies outside the tree",
+    )?;
+    let strings = block(
+        header(3),
+        header(8),
+        "the strings block lies outside the tree",
+    )?;
+    if !header(2).is_multiple_of(4) {
+        return Err(FdtError::BadLayout(
+            "the structure block is not 4-byte aligned",
+        ));
+    }
+    let mem_rsvmap = header(4) as usize;
+    if mem_rsvmap < HEADER_SIZE || !mem_rsvmap.is_multiple_of(8) {
+        return Err(FdtError::BadLayout(
+            "the memory reservation block is misplaced",
+        ));
+    }
+    // The reservation list must end (an all-zero entry) inside the tree.
+    let terminated = (mem_rsvmap..total_size)
+        .step_by(16)
+        .map(|at| (be_u64_at(blob, at), be_u64_at(blob, at + 8)))
+        .take_while(|(a, s)| a.is_some() && s.is_some())
+        .any(|entry| entry == (Some(0), Some(0)));
+    if !terminated {
+        return Err(FdtError::BadLayout(
+            "the memory reservation list has no end",
+        ));
+    }
+    check_structure(structs, strings)?;
+    let fdt =
+        Fdt::new(blob).map_err(|_| FdtError::BadLayout("the fdt crate refused the header"))?;
+    Ok((fdt, Layout { mem_rsvmap }))
+}
+
+/// Walks every token of the structure block, in the grammar
+/// `BEGIN_NODE("") prop* node* END_NODE END` with `node = BEGIN_NODE(name) prop* node* END_NODE`,
+/// checking each name, string offset and length against the blocks.
+fn check_structure(structs: &[u8], strings: &[u8]) -> Result<(), FdtError> {
+    let bad = |offset: usize, problem: &'static str| FdtError::BadStructure { offset, problem };
+    let mut at = 0usize;
+    let mut depth = 0usize;
+    // Properties may follow a node's name but not its first child.
+    let mut props_allowed = false;
+    loop {
+        let token = be_u32_at(structs, at).ok_or(bad(at, "it ends before the tree is closed"))?;
+        match token {
+            FDT_BEGIN_NODE => {
+                let name_at = at + 4;
+                let name = c_string(structs.get(name_at..).unwrap_or(&[]))
+                    .ok_or(bad(name_at, "a node name is not terminated"))?;
+                let name = core::str::from_utf8(name)
+                    .map_err(|_| bad(name_at, "a node name is not text"))?;
+                if (depth == 0) != name.is_empty() {
+                    return Err(bad(name_at, "only the root node may have an empty name"));
+                }
+                if depth == 0 && at != 0 {
+                    return Err(bad(at, "there is more than one root node"));
+                }
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(FdtError::TooDeep);
+                }
+                props_allowed = true;
+                at = align4(name_at + name.len() + 1);
+            }
+            FDT_PROP => {
+                if !props_allowed {
+                    return Err(bad(
+                        at,
+                        "a property comes after a child node or outside any node",
+                    ));
+                }
+                let len =
+                    be_u32_at(structs, at + 4).ok_or(bad(at, "a property header is cut short"))?;
+                let name_offset =
+                    be_u32_at(structs, at + 8).ok_or(bad(at, "a property header is cut short"))?;
+                let value_end = (at + 12)
+                    .checked_add(len as usize)
+                    .filter(|&end| end <= structs.len())
+                    .ok_or(bad(at, "a property value runs past the structure block"))?;
+                let name = strings
+                    .get(name_offset as usize..)
+                    .and_then(c_string)
+                    .ok_or(bad(at, "a property name lies outside the strings block"))?;
+                core::str::from_utf8(name).map_err(|_| bad(at, "a property name is not text"))?;
+                at = align4(value_end);
+            }
+            FDT_END_NODE => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or(bad(at, "a node ends that never began"))?;
+                props_allowed = false;
+                at += 4;
+                if depth == 0 {
+                    return match be_u32_at(structs, at) {
+                        Some(FDT_END) => Ok(()),
+                        _ => Err(bad(at, "the root node is not followed by the end marker")),
+                    };
+                }
+            }
+            FDT_NOP => {
+                return Err(bad(
+                    at,
+                    "it contains NOP tokens, which Veil does not accept",
+                ));
+            }
+            FDT_END => return Err(bad(at, "it ends before the tree is closed")),
+            _ => return Err(bad(at, "an unknown token")),
+        }
+    }
+}
+
+/// The bytes before the first NUL, if there is one.
+fn c_string(bytes: &[u8]) -> Option<&[u8]> {
+    let end = bytes.iter().position(|&b| b == 0)?;
+    bytes.get(..end)
+}
+
+fn align4(n: usize) -> usize {
+    n.saturating_add(3) & !3
+}
+
+fn be_u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes(b.try_into().ok()?))
+}
+
+fn be_u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+/// A number of `cells` (1 or 2) 32-bit big-endian cells that fill `bytes` exactly.
+fn cells_value(bytes: &[u8], cells: u32) -> Option<u64> {
+    match (cells, bytes.len()) {
+        (0, 0) => Some(0),
+        (1, 4) => be_u32_at(bytes, 0).map(u64::from),
+        (2, 8) => be_u64_at(bytes, 0),
+        _ => None,
+    }
+}
+
+/// Splits `cells` cells off the front of `bytes`.
+fn take_cells(bytes: &[u8], cells: u32) -> Option<(&[u8], &[u8])> {
+    let n = usize::try_from(cells).ok()?.checked_mul(4)?;
+    (n <= bytes.len()).then(|| bytes.split_at(n))
+}
+
+type Node<'b, 'a> = FdtNode<'b, 'a>;
+
+fn bad<'a>(
+    node: Node<'_, 'a>,
+    property: &'static str,
+    problem: &'static str,
+) -> DiscoveryError<'a> {
+    DiscoveryError::BadProperty {
+        node: node.name,
+        property,
+        problem,
+    }
+}
+
+/// A property that must be one 32-bit cell, if present.
+fn u32_prop<'a>(node: Node<'_, 'a>, name: &'static str) -> Result<Option<u32>, DiscoveryError<'a>> {
+    node.property(name)
+        .map(|p| {
+            let one_cell = (p.value.len() == 4)
+                .then(|| be_u32_at(p.value, 0))
+                .flatten();
+            one_cell.ok_or(bad(node, name, "is not one 32-bit cell"))
+        })
+        .transpose()
+}
+
+/// A property that is an address of one or two cells (firmware writes either), if present.
+fn u64_prop<'a>(node: Node<'_, 'a>, name: &'static str) -> Result<Option<u64>, DiscoveryError<'a>> {
+    node.property(name)
+        .map(|p| {
+            cells_value(p.value, 1)
+                .or_else(|| cells_value(p.value, 2))
+                .ok_or(bad(node, name, "is not a 32- or 64-bit number"))
+        })
+        .transpose()
+}
+
+/// A string property (the first string of a list), if present. An empty value reads as "".
+fn str_prop<'a>(
+    node: Node<'_, 'a>,
+    name: &'static str,
+) -> Result<Option<&'a str>, DiscoveryError<'a>> {
+    let Some(p) = node.property(name) else {
+        return Ok(None);
+    };
+    if p.value.is_empty() {
+        return Ok(Some(""));
+    }
+    c_string(p.value)
+        .and_then(|s| core::str::from_utf8(s).ok())
+        .map(Some)
+        .ok_or(bad(node, name, "is not a text string"))
+}
+
+/// The `#address-cells` / `#size-cells` a node declares for its children.
+#[derive(Clone, Copy)]
+struct Cells {
+    address: u32,
+    size: u32,
+}
+
+impl Cells {
+    /// The defaults when a node says nothing are the spec's: 2 address cells, 1 size cell.
+    fn of<'a>(node: Node<'_, 'a>) -> Result<Self, DiscoveryError<'a>> {
+        Ok(Self {
+            address: u32_prop(node, "#address-cells")?.unwrap_or(2),
+            size: u32_prop(node, "#size-cells")?.unwrap_or(1),
+        })
+    }
+
+    /// For decoding addresses and sizes Veil uses, which must fit in a u64.
+    fn usable<'a>(self, node: Node<'_, 'a>) -> Result<Self, DiscoveryError<'a>> {
+        if self.address == 0 || self.address > 2 {
+            return Err(bad(
+                node,
+                "#address-cells",
+                "is not 1 or 2, so Veil cannot use its addresses",
+            ));
+        }
+        if self.size > 2 {
+            return Err(bad(
+                node,
+                "#size-cells",
+                "is more than 2, so Veil cannot use its sizes",
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// The path from the root to the node being looked at.
+struct Ancestry<'b, 'a> {
+    nodes: [Option<Node<'b, 'a>>; MAX_DEPTH],
+    len: usize,
+}
+
+impl<'b, 'a> Ancestry<'b, 'a> {
+    fn new(root: Node<'b, 'a>) -> Self {
+        let mut nodes = [None; MAX_DEPTH];
+        nodes[0] = Some(root);
+        Self { nodes, len: 1 }
+    }
+
+    fn at(&self, depth: usize) -> Option<Node<'b, 'a>> {
+        self.nodes.get(depth).copied().flatten()
+    }
+
+    fn node(&self) -> Option<Node<'b, 'a>> {
+        self.at(self.len.checked_sub(1)?)
+    }
+
+    fn parent(&self) -> Option<Node<'b, 'a>> {
+        self.at(self.len.checked_sub(2)?)
+    }
+
+    fn push(&mut self, node: Node<'b, 'a>) -> Result<(), FdtError> {
+        *self.nodes.get_mut(self.len).ok_or(FdtError::TooDeep)? = Some(node);
+        self.len += 1;
+        Ok(())
+    }
+
+    fn pop(&mut self) {
+        self.len = self.len.saturating_sub(1);
+    }
+
+    /// Whether this is the node at `path` ("/soc/serial@7e201000"); a component without a unit
+    /// address matches any unit address, as in the spec.
+    fn is_at(&self, path: &str) -> bool {
+        let mut parts = path.split('/').filter(|p| !p.is_empty());
+        for depth in 1..self.len {
+            let (Some(node), Some(part)) = (self.at(depth), parts.next()) else {
+                return false;
+            };
+            let matches = node.name == part
+                || (!part.contains('@') && node.name.split('@').next() == Some(part));
+            if !matches {
+                return false;
+            }
+        }
+        parts.next().is_none()
+    }
+
+    /// Depth-first visit of this node and everything below it.
+    fn walk(
+        &mut self,
+        visit: &mut impl FnMut(&Self) -> Result<(), DiscoveryError<'a>>,
+    ) -> Result<(), DiscoveryError<'a>> {
+        visit(self)?;
+        let Some(node) = self.node() else {
+            return Ok(());
+        };
+        for child in node.children() {
+            self.push(child)?;
+            let result = self.walk(visit);
+            self.pop();
+            result?;
+        }
+        Ok(())
+    }
+
+    /// How many `reg` entries the node has.
+    fn reg_count(&self) -> Result<usize, DiscoveryError<'a>> {
+        Ok(self
+            .reg_layout()?
+            .map_or(0, |(value, entry)| value.len() / entry))
+    }
+
+    /// Entry `index` of the node's `reg`, translated to a CPU physical address.
+    fn reg(&self, index: usize) -> Result<Option<Region>, DiscoveryError<'a>> {
+        let (Some(node), Some(parent)) = (self.node(), self.parent()) else {
+            return Ok(None);
+        };
+        let Some((value, entry_len)) = self.reg_layout()? else {
+            return Ok(None);
+        };
+        let cells = Cells::of(parent)?.usable(parent)?;
+        let start = index.checked_mul(entry_len);
+        let Some(entry) = start.and_then(|at| value.get(at..at.checked_add(entry_len)?)) else {
+            return Ok(None);
+        };
+        let (address, size) =
+            take_cells(entry, cells.address).ok_or(bad(node, "reg", "is cut short"))?;
+        let address =
+            cells_value(address, cells.address).ok_or(bad(node, "reg", "is cut short"))?;
+        let size = cells_value(size, cells.size).ok_or(bad(node, "reg", "is cut short"))?;
+        self.translate(address, size).map(Some)
+    }
+
+    /// The `reg` bytes and the length of one entry; checks the value is whole entries.
+    fn reg_layout(&self) -> Result<Option<(&'a [u8], usize)>, DiscoveryError<'a>> {
+        let (Some(node), Some(parent)) = (self.node(), self.parent()) else {
+            return Ok(None);
+        };
+        let Some(reg) = node.property("reg") else {
+            return Ok(None);
+        };
+        let cells = Cells::of(parent)?.usable(parent)?;
+        let entry_len = (cells.address + cells.size) as usize * 4;
+        if !reg.value.len().is_multiple_of(entry_len) {
+            return Err(bad(
+                node,
+                "reg",
+                "is not a whole number of (address, size) entries",
+            ));
+        }
+        Ok(Some((reg.value, entry_len)))
+    }
+
+    /// Carries a region from the node's parent bus up to the root, through every bus's
+    /// `ranges`. An empty `ranges` is an identity mapping; no `ranges` means the bus is not
+    /// memory-mapped at all.
+    fn translate(&self, mut address: u64, size: u64) -> Result<Region, DiscoveryError<'a>> {
+        let node = self.node().map_or("", |n| n.name);
+        for depth in (1..self.len.saturating_sub(1)).rev() {
+            let (Some(bus), Some(above)) = (self.at(depth), self.at(depth - 1)) else {
+                continue;
+            };
+            let unreachable = DiscoveryError::Untranslatable {
+                node,
+                bus: bus.name,
+                address,
+            };
+            let ranges = bus.property("ranges").ok_or(unreachable)?;
+            if ranges.value.is_empty() {
+                continue;
+            }
+            let child = Cells::of(bus)?.usable(bus)?;
+            let parent_cells = Cells::of(above)?.usable(above)?.address;
+            let entry_len = (child.address + parent_cells + child.size) as usize * 4;
+            if !ranges.value.len().is_multiple_of(entry_len) {
+                return Err(bad(
+                    bus,
+                    "ranges",
+                    "is not a whole number of (child, parent, size) entries",
+                ));
+            }
+            let mut mapped = None;
+            for entry in ranges.value.chunks_exact(entry_len) {
+                let (child_base, rest) = take_cells(entry, child.address).unwrap_or_default();
+                let (parent_base, len) = take_cells(rest, parent_cells).unwrap_or_default();
+                let short = bad(bus, "ranges", "is cut short");
+                let child_base = cells_value(child_base, child.address).ok_or(short)?;
+                let parent_base = cells_value(parent_base, parent_cells).ok_or(short)?;
+                let len = cells_value(len, child.size).ok_or(short)?;
+                let Some(offset) = address.checked_sub(child_base) else {
+                    continue;
+                };
+                // The whole region must sit in the window, not just its first byte.
+                if offset.checked_add(size).is_some_and(|end| end <= len) {
+                    mapped = Some(parent_base.checked_add(offset).ok_or(unreachable)?);
+                    break;
+                }
+            }
+            address = mapped.ok_or(unreachable)?;
+        }
+        match address.checked_add(size) {
+            Some(_) => Ok(Region {
+                base: address,
+                size,
+            }),
+            None => Err(DiscoveryError::BadProperty {
+                node,
+                property: "reg",
+                problem: "describes a region past the end of the 64-bit address space",
+            }),
+        }
+    }
+}
+
+/// An interrupt specifier's first two cells (<type number ...>) as an INTID.
+fn intid(kind: u32, number: u32) -> Option<u32> {
+    match kind {
+        0 if number < 988 => Some(32 + number), // SPI
+        1 if number < 16 => Some(16 + number),  // PPI
+        _ => None,
+    }
+}
+
+/// The INTIDs in an `interrupts` value with `cells` cells per specifier.
+fn intids<'a>(value: &'a [u8], cells: u32) -> impl Iterator<Item = Option<u32>> + 'a {
+    let len = (cells as usize * 4).max(4);
+    value.chunks(len).map(move |spec| {
+        if spec.len() < 8 || spec.len() != len {
+            None
+        } else {
+            intid(be_u32_at(spec, 0)?, be_u32_at(spec, 4)?)
+        }
+    })
+}
+
+/// The state that builds up while the tree is walked.
+struct Collector<'a, 'p> {
+    platform: &'p mut Platform<'a>,
+    /// The path `/chosen/stdout-path` leads to, aliases resolved and options cut off.
+    stdout_path: Option<&'a str>,
+    stdout_uart: Option<UartInfo>,
+    first_uart: Option<UartInfo>,
+    /// The GIC's `#interrupt-cells`, needed to read the timer's interrupts.
+    gic_interrupt_cells: Option<u32>,
+    /// The timer node's name and `interrupts`, read once the GIC is known.
+    timer_interrupts: Option<(&'a str, &'a [u8])>,
+}
+
+const GIC_V2: &[&str] = &["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a7-gic"];
+const GIC_V3: &[&str] = &["arm,gic-v3"];
+const TIMER: &[&str] = &["arm,armv8-timer", "arm,armv7-timer"];
+const PSCI: &[&str] = &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
+const PL011: &[&str] = &["arm,pl011"];
+
+impl<'a> Collector<'a, '_> {
+    fn visit(&mut self, at: &Ancestry<'_, 'a>) -> Result<(), DiscoveryError<'a>> {
+        let Some(node) = at.node() else { return Ok(()) };
+        // One pass over the properties every node is asked about; the fdt crate would rescan
+        // the node for each lookup, and this runs for every node of the tree.
+        let (mut status, mut device_type, mut compatible) = (None, None, None);
+        for p in node.properties() {
+            match p.name {
+                "status" => status = Some(p.value),
+                "device_type" => device_type = c_string(p.value),
+                "compatible" => compatible = Some(p.value),
+                _ => {}
+            }
+        }
+        if status.is_some_and(|s| !matches!(c_string(s), Some(b"okay") | Some(b"ok"))) {
+            return Ok(());
+        }
+        let is = |any_of: &[&str]| {
+            compatible.is_some_and(|c| {
+                c.split(|&b| b == 0)
+                    .any(|s| any_of.iter().any(|a| a.as_bytes() == s))
+            })
+        };
+        if device_type == Some(b"memory") {
+            for index in 0..at.reg_count()? {
+                if let Some(region) = at.reg(index)?.filter(|r| r.size != 0) {
+                    self.platform
+                        .memory
+                        .push(region)
+                        .map_err(|_| DiscoveryError::TooMany {
+                            what: "memory regions",
+                            max: MAX_MEMORY_REGIONS,
+                        })?;
+                }
+            }
+        }
+        if at.len == 3 && at.at(1).is_some_and(|n| n.name == "reserved-memory") {
+            for index in 0..at.reg_count()? {
+                if let Some(region) = at.reg(index)?.filter(|r| r.size != 0) {
+                    self.push_reserved(region)?;
+                }
+            }
+        }
+        if at.len == 3 && at.at(1).is_some_and(|n| n.name == "cpus") && device_type == Some(b"cpu")
+        {
+            self.cpu(at, node)?;
+        }
+        if self.platform.gic.is_none() && (is(GIC_V2) || is(GIC_V3)) {
+            self.gic(at, node, is(GIC_V3))?;
+        }
+        if self.timer_interrupts.is_none() && is(TIMER) {
+            let interrupts =
+                node.property("interrupts")
+                    .ok_or(bad(node, "interrupts", "is missing"))?;
+            self.timer_interrupts = Some((node.name, interrupts.value));
+            self.platform.counter_frequency = u32_prop(node, "clock-frequency")?;
+        }
+        if self.platform.psci.is_none() && is(PSCI) {
+            self.platform.psci = match str_prop(node, "method")? {
+                Some("smc") => Some(PsciMethod::Smc),
+                Some("hvc") => Some(PsciMethod::Hvc),
+                _ => return Err(bad(node, "method", "is not \"smc\" or \"hvc\"")),
+            };
+        }
+        if is(PL011) {
+            let region = at.reg(0)?.ok_or(bad(node, "reg", "is missing"))?;
+            let uart = UartInfo {
+                base: region.base,
+                size: region.size,
+            };
+            if self.stdout_path.is_some_and(|path| at.is_at(path)) {
+                self.stdout_uart = Some(uart);
+            }
+            self.first_uart.get_or_insert(uart);
+        }
+        Ok(())
+    }
+
+    fn push_reserved(&mut self, region: Region) -> Result<(), DiscoveryError<'a>> {
+        self.platform
+            .reserved
+            .push(region)
+            .map_err(|_| DiscoveryError::TooMany {
+                what: "reserved memory regions",
+                max: MAX_RESERVED,
+            })
+    }
+
+    fn cpu(&mut self, at: &Ancestry<'_, 'a>, node: Node<'_, 'a>) -> Result<(), DiscoveryError<'a>> {
+        let Some(cpus) = at.parent() else {
+            return Ok(());
+        };
+        let cells = Cells::of(cpus)?.usable(cpus)?;
+        let reg = node.property("reg").ok_or(bad(node, "reg", "is missing"))?;
+        let mpidr = take_cells(reg.value, cells.address)
+            .and_then(|(first, _)| cells_value(first, cells.address))
+            .ok_or(bad(node, "reg", "is cut short"))?;
+        // A CPU without its own method inherits the one on /cpus, as Linux does.
+        let method = match str_prop(node, "enable-method")? {
+            Some(method) => Some(method),
+            None => str_prop(cpus, "enable-method")?,
+        };
+        let enable_method = match method {
+            Some("psci") => EnableMethod::Psci,
+            Some("spin-table") => EnableMethod::SpinTable {
+                release_addr: u64_prop(node, "cpu-release-addr")?.ok_or(bad(
+                    node,
+                    "cpu-release-addr",
+                    "is missing for a spin-table CPU",
+                ))?,
+            },
+            _ => EnableMethod::Unknown,
+        };
+        self.platform
+            .cpus
+            .push(CpuInfo {
+                mpidr,
+                enable_method,
+            })
+            .map_err(|_| DiscoveryError::TooMany {
+                what: "CPUs",
+                max: MAX_CPUS,
+            })
+    }
+
+    fn gic(
+        &mut self,
+        at: &Ancestry<'_, 'a>,
+        node: Node<'_, 'a>,
+        v3: bool,
+    ) -> Result<(), DiscoveryError<'a>> {
+        let version = if v3 { GicVersion::V3 } else { GicVersion::V2 };
+        let cells = u32_prop(node, "#interrupt-cells")?.unwrap_or(3);
+        if !(3..=4).contains(&cells) {
+            return Err(bad(node, "#interrupt-cells", "is not 3 or 4"));
+        }
+        self.gic_interrupt_cells = Some(cells);
+        let maintenance_intid = match node.property("interrupts") {
+            None => None,
+            Some(p) => Some(intids(p.value, cells).next().flatten().ok_or(bad(
+                node,
+                "interrupts",
+                "is not a valid SPI or PPI",
+            ))?),
+        };
+        let distributor = at
+            .reg(0)?
+            .ok_or(bad(node, "reg", "has no distributor (GICD) entry"))?;
+        // v3: GICD, then #redistributor-regions GICR entries, then the optional legacy GICC,
+        // GICH, GICV. v2: GICD, GICC, and GICH, GICV with virtualization extensions.
+        let (redistributors, cpu_index) = match version {
+            GicVersion::V3 => {
+                let regions = u32_prop(node, "#redistributor-regions")?.unwrap_or(1) as usize;
+                let first =
+                    at.reg(1)?
+                        .ok_or(bad(node, "reg", "has no redistributor (GICR) entry"))?;
+                (Some(first), regions.saturating_add(1))
+            }
+            GicVersion::V2 => (None, 1),
+        };
+        let cpu_interface = at.reg(cpu_index)?;
+        if version == GicVersion::V2 && cpu_interface.is_none() {
+            return Err(bad(node, "reg", "has no CPU interface (GICC) entry"));
+        }
+        self.platform.gic = Some(GicInfo {
+            version,
+            distributor,
+            cpu_interface,
+            hyp_interface: at.reg(cpu_index.saturating_add(1))?,
+            virtual_cpu_interface: at.reg(cpu_index.saturating_add(2))?,
+            redistributors,
+            maintenance_intid,
+        });
+        Ok(())
+    }
+
+    /// The timer's interrupts: secure physical, non-secure physical, virtual, hypervisor
+    /// physical and (with VHE) hypervisor virtual, in that order.
+    fn timer(&self) -> Result<Option<TimerInfo>, DiscoveryError<'a>> {
+        let Some((node, value)) = self.timer_interrupts else {
+            return Ok(None);
+        };
+        let cells = self.gic_interrupt_cells.unwrap_or(3);
+        let wrong = DiscoveryError::BadProperty {
+            node,
+            property: "interrupts",
+            problem: "is not 4 or 5 valid PPI or SPI specifiers",
+        };
+        let mut found = [0u32; 5];
+        let mut count = 0;
+        for intid in intids(value, cells) {
+            *found.get_mut(count).ok_or(wrong)? = intid.ok_or(wrong)?;
+            count += 1;
+        }
+        if count < 4 {
+            return Err(wrong);
+        }
+        let [secure_phys, nonsecure_phys, virt, hyp_phys, hyp_virt] = found;
+        Ok(Some(TimerInfo {
+            secure_phys,
+            nonsecure_phys,
+            virt,
+            hyp_phys,
+            hyp_virt: (count == 5).then_some(hyp_virt),
+        }))
+    }
+}
+
+impl<'a> Platform<'a> {
+    /// Reads the platform from a DTB. `blob` may extend past the tree's `totalsize`.
+    pub fn from_fdt(blob: &'a [u8]) -> Result<Self, DiscoveryError<'a>> {
+        let (fdt, layout) = check(blob)?;
+        let no_root = FdtError::BadStructure {
+            offset: 0,
+            problem: "there is no root node",
+        };
+        let root = fdt.find_node("/").ok_or(no_root)?;
+        let mut platform = Platform {
+            model: str_prop(root, "model")?.unwrap_or(""),
+            memory: RegionList::new(),
+            reserved: RegionList::new(),
+            cpus: CpuList::new(),
+            uart: None,
+            gic: None,
+            timer: None,
+            psci: None,
+            initrd: None,
+            bootargs: "",
+            counter_frequency: None,
+        };
+        let chosen = root.children().find(|n| n.name == "chosen");
+        let aliases = root.children().find(|n| n.name == "aliases");
+        let mut stdout_path = None;
+        if let Some(chosen) = chosen {
+            platform.bootargs = str_prop(chosen, "bootargs")?.unwrap_or("");
+            platform.initrd = initrd(chosen)?;
+            let path = match str_prop(chosen, "stdout-path")? {
+                Some(path) => Some(path),
+                None => str_prop(chosen, "linux,stdout-path")?,
+            };
+            // "serial1:115200n8": the part before ':' is a path or an alias of one.
+            stdout_path = match path.and_then(|p| p.split(':').next()) {
+                Some(alias) if !alias.starts_with('/') => match aliases {
+                    Some(aliases) if !alias.is_empty() => aliases
+                        .properties()
+                        .find(|p| p.name == alias)
+                        .and_then(|p| c_string(p.value).and_then(|s| core::str::from_utf8(s).ok())),
+                    _ => None,
+                },
+                path => path,
+            };
+        }
+        let blob = blob.get(..fdt.total_size()).unwrap_or(&[]);
+        let mut collector = Collector {
+            platform: &mut platform,
+            stdout_path,
+            stdout_uart: None,
+            first_uart: None,
+            gic_interrupt_cells: None,
+            timer_interrupts: None,
+        };
+        for region in memory_reservations(blob, layout.mem_rsvmap) {
+            collector.push_reserved(region?)?;
+        }
+        Ancestry::new(root).walk(&mut |at| collector.visit(at))?;
+        let timer = collector.timer()?;
+        // The Pi firmware's stdout-path names the mini UART; Veil drives only PL011s.
+        let uart = collector.stdout_uart.or(collector.first_uart);
+        platform.timer = timer;
+        platform.uart = uart;
+        Ok(platform)
+    }
+}
+
+/// `linux,initrd-start` and `linux,initrd-end` (exclusive), in 32- or 64-bit cells.
+fn initrd<'a>(chosen: Node<'_, 'a>) -> Result<Option<Region>, DiscoveryError<'a>> {
+    let start = u64_prop(chosen, "linux,initrd-start")?;
+    let end = u64_prop(chosen, "linux,initrd-end")?;
+    match (start, end) {
+        (None, None) => Ok(None),
+        (Some(start), Some(end)) => end
+            .checked_sub(start)
+            .map(|size| Some(Region { base: start, size }))
+            .ok_or(bad(
+                chosen,
+                "linux,initrd-end",
+                "is before linux,initrd-start",
+            )),
+        (Some(_), None) => Err(bad(chosen, "linux,initrd-end", "is missing")),
+        (None, Some(_)) => Err(bad(chosen, "linux,initrd-start", "is missing")),
+    }
+}
+
+/// The `/memreserve/` entries (already checked to end inside the blob); empty ones skipped.
+fn memory_reservations<'a>(
+    blob: &[u8],
+    start: usize,
+) -> impl Iterator<Item = Result<Region, DiscoveryError<'a>>> + '_ {
+    (start..blob.len())
+        .step_by(16)
+        .map_while(move |at| Some((be_u64_at(blob, at)?, be_u64_at(blob, at + 8)?)))
+        .take_while(|&entry| entry != (0, 0))
+        .filter(|&(_, size)| size != 0)
+        .map(|(base, size)| match base.checked_add(size) {
+            Some(_) => Ok(Region { base, size }),
+            None => Err(DiscoveryError::Fdt(FdtError::BadLayout(
+                "a /memreserve/ entry runs past the end of the address space",
+            ))),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+    use vm_fdt::FdtWriter;
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/",
+                $name
+            ))
+            .as_slice()
+        };
+    }
+
+    const FIXTURES: &[&[u8]] = &[
+        fixture!("qemu-virt-gicv3.dtb"),
+        fixture!("qemu-virt-gicv2.dtb"),
+        fixture!("qemu-virt-gicv3-initrd.dtb"),
+        fixture!("qemu-virt-gicv2-initrd.dtb"),
+        fixture!("bcm2711-rpi-4-b.dtb"),
+        fixture!("bcm2711-rpi-4-b-booted.dtb"),
+        fixture!("qemu-raspi4b.dtb"),
+    ];
+
+    fn region(base: u64, size: u64) -> Region {
+        Region { base, size }
+    }
+
+    fn qemu_timer() -> TimerInfo {
+        TimerInfo {
+            secure_phys: 29,
+            nonsecure_phys: 30,
+            virt: 27,
+            hyp_phys: 26,
+            hyp_virt: Some(28),
+        }
+    }
+
+    fn assert_qemu_common(p: &Platform<'_>) {
+        assert_eq!(p.model, "linux,dummy-virt");
+        assert_eq!(p.memory.as_slice(), &[region(0x4000_0000, 0x4000_0000)]);
+        assert!(p.reserved.is_empty());
+        assert_eq!(p.cpus.len(), 4);
+        for (i, cpu) in p.cpus.iter().enumerate() {
+            assert_eq!(
+                *cpu,
+                CpuInfo {
+                    mpidr: i as u64,
+                    enable_method: EnableMethod::Psci
+                }
+            );
+        }
+        assert_eq!(p.psci, Some(PsciMethod::Smc));
+        assert_eq!(
+            p.uart,
+            Some(UartInfo {
+                base: 0x0900_0000,
+                size: 0x1000
+            })
+        );
+        assert_eq!(p.timer, Some(qemu_timer()));
+        assert_eq!(p.counter_frequency, None);
+    }
+
+    #[test]
+    fn qemu_virt_gicv3() {
+        let p = Platform::from_fdt(fixture!("qemu-virt-gicv3.dtb")).unwrap();
+        assert_qemu_common(&p);
+        let gic = GicInfo {
+            version: GicVersion::V3,
+            distributor: region(0x0800_0000, 0x1_0000),
+            cpu_interface: None,
+            hyp_interface: None,
+            virtual_cpu_interface: None,
+            redistributors: Some(region(0x080a_0000, 0xf6_0000)),
+            maintenance_intid: Some(25),
+        };
+        assert_eq!(p.gic, Some(gic));
+        assert_eq!((p.initrd, p.bootargs), (None, ""));
+    }
+
+    #[test]
+    fn qemu_virt_gicv2() {
+        let p = Platform::from_fdt(fixture!("qemu-virt-gicv2.dtb")).unwrap();
+        assert_qemu_common(&p);
+        let gic = GicInfo {
+            version: GicVersion::V2,
+            distributor: region(0x0800_0000, 0x1_0000),
+            cpu_interface: Some(region(0x0801_0000, 0x1_0000)),
+            hyp_interface: Some(region(0x0803_0000, 0x1_0000)),
+            virtual_cpu_interface: Some(region(0x0804_0000, 0x1_0000)),
+            redistributors: None,
+            maintenance_intid: Some(25),
+        };
+        assert_eq!(p.gic, Some(gic));
+    }
+
+    #[test]
+    fn qemu_puts_initrd_and_bootargs_in_chosen() {
+        for blob in [
+            fixture!("qemu-virt-gicv3-initrd.dtb"),
+            fixture!("qemu-virt-gicv2-initrd.dtb"),
+        ] {
+            let p = Platform::from_fdt(blob).unwrap();
+            assert_qemu_common(&p);
+            // QEMU writes 64-bit cells; the test's initrd file was 200000 bytes.
+            assert_eq!(p.initrd, Some(region(0x4800_0000, 200_000)));
+            assert_eq!(p.bootargs, "veil.exit=semihosting veil.log=debug");
+        }
+    }
+
+    fn assert_rpi4_common(p: &Platform<'_>) {
+        assert_eq!(p.model, "Raspberry Pi 4 Model B");
+        // /memreserve/ keeps the firmware's spin-table page; nvram@0 is disabled.
+        assert_eq!(p.reserved.as_slice(), &[region(0, 0x1000)]);
+        let release: Vec<_> = p.cpus.iter().map(|c| (c.mpidr, c.enable_method)).collect();
+        let spin = |a| EnableMethod::SpinTable { release_addr: a };
+        assert_eq!(
+            release,
+            [
+                (0, spin(0xd8)),
+                (1, spin(0xe0)),
+                (2, spin(0xe8)),
+                (3, spin(0xf0))
+            ]
+        );
+        assert_eq!(p.psci, None);
+        let gic = GicInfo {
+            version: GicVersion::V2,
+            distributor: region(0xff84_1000, 0x1000),
+            cpu_interface: Some(region(0xff84_2000, 0x2000)),
+            hyp_interface: Some(region(0xff84_4000, 0x2000)),
+            virtual_cpu_interface: Some(region(0xff84_6000, 0x2000)),
+            redistributors: None,
+            maintenance_intid: Some(25),
+        };
+        assert_eq!(p.gic, Some(gic));
+        // stdout-path is "serial1:115200n8", the mini UART; the first enabled PL011 is used.
+        assert_eq!(
+            p.uart,
+            Some(UartInfo {
+                base: 0xfe20_1000,
+                size: 0x200
+            })
+        );
+        let timer = TimerInfo {
+            hyp_virt: None,
+            ..qemu_timer()
+        };
+        assert_eq!(p.timer, Some(timer));
+    }
+
+    #[test]
+    fn rpi4_as_shipped_has_no_memory_yet() {
+        let p = Platform::from_fdt(fixture!("bcm2711-rpi-4-b.dtb")).unwrap();
+        assert_rpi4_common(&p);
+        assert!(p.memory.is_empty(), "the firmware fills in memory@0's size");
+        assert_eq!((p.initrd, p.bootargs), (None, ""));
+    }
+
+    #[test]
+    fn rpi4_as_the_firmware_hands_it_over() {
+        let p = Platform::from_fdt(fixture!("bcm2711-rpi-4-b-booted.dtb")).unwrap();
+        assert_rpi4_common(&p);
+        assert_eq!(
+            p.memory.as_slice(),
+            &[region(0, 0x3b40_0000), region(0x4000_0000, 0x4000_0000)]
+        );
+        // 32-bit initrd cells, as the Pi firmware writes them.
+        assert_eq!(p.initrd, Some(region(0x2a0_0000, 0x10_a5c0)));
+        assert_eq!(p.bootargs, "veil.log=debug");
+        assert!(p.memory.contains(0x7fff_ffff) && !p.memory.contains(0x3b40_0000));
+    }
+
+    /// QEMU's raspi4b loads the -dtb file and rewrites it: it fills in memory@0 (the RAM below
+    /// the VideoCore's share only), adds /chosen, and deletes nodes it does not model.
+    #[test]
+    fn rpi4_as_qemu_raspi4b_hands_it_over() {
+        let p = Platform::from_fdt(fixture!("qemu-raspi4b.dtb")).unwrap();
+        assert_rpi4_common(&p);
+        assert_eq!(p.memory.as_slice(), &[region(0, 0x3c00_0000)]);
+        assert_eq!(p.initrd, Some(region(0x800_0000, 200_000)));
+        assert_eq!(p.bootargs, "veil.log=debug");
+    }
+
+    #[test]
+    fn total_size_from_header() {
+        assert_eq!(fdt_total_size(fixture!("qemu-virt-gicv3.dtb")), Some(8122));
+        assert_eq!(
+            fdt_total_size(&fixture!("qemu-virt-gicv3.dtb")[..8]),
+            Some(8122)
+        );
+        assert_eq!(fdt_total_size(&fixture!("qemu-virt-gicv3.dtb")[..7]), None);
+        assert_eq!(fdt_total_size(&[0; 64]), None);
+        assert_eq!(fdt_total_size(&[0xd0, 0x0d, 0xfe, 0xed, 0, 0, 0, 8]), None);
+    }
+
+    #[test]
+    fn trailing_bytes_after_the_tree_are_ignored() {
+        let mut blob = fixture!("qemu-virt-gicv3.dtb").to_vec();
+        blob.extend_from_slice(&[0xff; 4096]);
+        assert_qemu_common(&Platform::from_fdt(&blob).unwrap());
+    }
+
+    #[test]
+    fn region_arithmetic() {
+        let top = region(u64::MAX - 0xfff, 0x1000);
+        assert!(top.contains(u64::MAX) && !top.contains(u64::MAX - 0x1000));
+        assert_eq!(top.end(), u64::MAX);
+        assert!(top.overlaps(&region(u64::MAX, 1)));
+        assert!(!region(0, 0x1000).overlaps(&region(0x1000, 0x1000)));
+        assert!(!region(0, 0).overlaps(&region(0, 0x1000)));
+        let mut list = RegionList::<1>::new();
+        assert_eq!(list.push(top), Ok(()));
+        assert_eq!(list.push(top), Err(ListFull));
+        assert!(list.overlaps(&region(u64::MAX - 1, 1)));
+    }
+
+    #[test]
+    fn errors_read_well() {
+        let mut blob = fixture!("qemu-virt-gicv3.dtb").to_vec();
+        blob.truncate(4000);
+        let e = Platform::from_fdt(&blob).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the device tree is cut short: its header says 8122 bytes but only 4000 are there"
+        );
+        let e =
+            Platform::from_fdt(b"\x7fELF and then some more bytes to fill a header..").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("this is not a device tree: it starts with 0x7f454c46")
+        );
+    }
+
+    // ---- hostile input: nothing may panic ----
+
+    /// Cuts the blob at every length and rewrites the header to claim exactly that much, so the
+    /// structure checks (not just the size check) see every truncation point.
+    #[test]
+    fn truncated_blobs_are_refused_without_panicking() {
+        for blob in FIXTURES {
+            for len in 0..blob.len() {
+                assert!(Platform::from_fdt(&blob[..len]).is_err());
+                let mut cut = blob[..len].to_vec();
+                if len >= HEADER_SIZE {
+                    let struct_off = be_u32_at(&cut, 8).unwrap() as usize;
+                    let strings_off = be_u32_at(&cut, 12).unwrap() as usize;
+                    let clip =
+                        |off: usize, size: u32| (size as usize).min(len.saturating_sub(off)) as u32;
+                    let structs = clip(struct_off, be_u32_at(&cut, 36).unwrap());
+                    let strings = clip(strings_off, be_u32_at(&cut, 32).unwrap());
+                    cut[4..8].copy_from_slice(&(len as u32).to_be_bytes());
+                    cut[32..36].copy_from_slice(&strings.to_be_bytes());
+                    cut[36..40].copy_from_slice(&structs.to_be_bytes());
+                }
+                let _ = Platform::from_fdt(&cut);
+            }
+        }
+    }
+
+    /// Sets bytes of `blob`, one at a time, to each of `values` and parses the result.
+    fn corrupt_each(blob: &[u8], offsets: impl Iterator<Item = usize>, values: &[u8]) {
+        let mut copy = blob.to_vec();
+        for at in offsets {
+            let original = copy[at];
+            for &value in values {
+                copy[at] = value;
+                let _ = Platform::from_fdt(&copy);
+            }
+            copy[at] = original;
+        }
+    }
+
+    #[test]
+    fn every_corrupted_byte_is_survived() {
+        // Token values, small cell counts, and all-ones, in every byte of a QEMU tree.
+        let qemu = fixture!("qemu-virt-gicv3-initrd.dtb");
+        corrupt_each(qemu, 0..qemu.len(), &[0, 1, 2, 3, 4, 9, 0x80, 0xff]);
+        // The Pi tree is 3 times larger and 5 times slower to walk, so only the low byte of
+        // each word: tokens, lengths and string offsets are big-endian words.
+        let pi = fixture!("bcm2711-rpi-4-b-booted.dtb");
+        corrupt_each(pi, (3..pi.len()).step_by(4), &[1, 2, 3, 9, 0xff]);
+        corrupt_each(pi, (0..pi.len()).step_by(4), &[0x80]);
+    }
+
+    /// Every byte of two QEMU trees set to every value, and every byte of the Pi tree to 32:
+    /// about 4 minutes in release mode, so it runs only on request, after changing the checks:
+    /// `cargo test --release -- --ignored exhaustive`.
+    #[test]
+    #[ignore]
+    fn exhaustive_corruption() {
+        let all: Vec<u8> = (0..=255).collect();
+        for blob in [FIXTURES[1], FIXTURES[2]] {
+            corrupt_each(blob, 0..blob.len(), &all);
+        }
+        let some: Vec<u8> = (0..=255).step_by(8).chain([1, 2, 3, 4, 9, 0xff]).collect();
+        corrupt_each(FIXTURES[5], 0..FIXTURES[5].len(), &some);
+    }
+
+    /// Many random multi-byte corruptions, from a fixed seed so failures reproduce.
+    #[test]
+    fn random_corruption_is_survived() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for blob in FIXTURES {
+            for _ in 0..2000 {
+                let mut copy = blob.to_vec();
+                for _ in 0..1 + next() % 8 {
+                    let at = (next() % copy.len() as u64) as usize;
+                    // Small values hit token numbers, cell counts and offsets.
+                    copy[at] = if next() % 2 == 0 {
+                        next() as u8
+                    } else {
+                        (next() % 5) as u8
+                    };
+                }
+                let _ = Platform::from_fdt(&copy);
+            }
+        }
+    }
+
+    /// A hand assembler for structure blocks the dtc tools would never write.
+    #[derive(Default)]
+    struct Raw {
+        structs: Vec<u8>,
+        strings: Vec<u8>,
+    }
+
+    impl Raw {
+        fn token(&mut self, t: u32) -> &mut Self {
+            self.structs.extend_from_slice(&t.to_be_bytes());
+            self
+        }
+        fn begin(&mut self, name: &str) -> &mut Self {
+            self.token(FDT_BEGIN_NODE);
+            self.structs.extend_from_slice(name.as_bytes());
+            self.structs.push(0);
+            while !self.structs.len().is_multiple_of(4) {
+                self.structs.push(0);
+            }
+            self
+        }
+        fn prop(&mut self, name: &str, value: &[u8]) -> &mut Self {
+            let offset = self.strings.len() as u32;
+            self.strings.extend_from_slice(name.as_bytes());
+            self.strings.push(0);
+            self.prop_at(offset, value)
+        }
+        fn prop_at(&mut self, name_offset: u32, value: &[u8]) -> &mut Self {
+            self.token(FDT_PROP)
+                .token(value.len() as u32)
+                .token(name_offset);
+            self.structs.extend_from_slice(value);
+            while !self.structs.len().is_multiple_of(4) {
+                self.structs.push(0);
+            }
+            self
+        }
+        fn end_node(&mut self) -> &mut Self {
+            self.token(FDT_END_NODE)
+        }
+        fn blob(&mut self) -> Vec<u8> {
+            let struct_off = 56u32;
+            let strings_off = struct_off + self.structs.len() as u32;
+            let total = strings_off + self.strings.len() as u32;
+            let mut out = Vec::new();
+            for word in [
+                FDT_MAGIC,
+                total,
+                struct_off,
+                strings_off,
+                40,
+                17,
+                16,
+                0,
+                self.strings.len() as u32,
+                self.structs.len() as u32,
+            ] {
+                out.extend_from_slice(&word.to_be_bytes());
+            }
+            out.extend_from_slice(&[0; 16]);
+            out.extend_from_slice(&self.structs);
+            out.extend_from_slice(&self.strings);
+            out
+        }
+    }
+
+    /// The error for a blob, as the user reads it.
+    fn error(blob: &[u8]) -> alloc::string::String {
+        Platform::from_fdt(blob).unwrap_err().to_string()
+    }
+
+    fn structure_error(blob: &[u8]) -> &'static str {
+        match Platform::from_fdt(blob) {
+            Err(DiscoveryError::Fdt(FdtError::BadStructure { problem, .. })) => problem,
+            other => panic!("expected a structure error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wellformed_raw_tree_parses() {
+        let blob = Raw::default()
+            .begin("")
+            .prop("model", b"raw\0")
+            .end_node()
+            .token(FDT_END)
+            .blob();
+        assert_eq!(Platform::from_fdt(&blob).unwrap().model, "raw");
+    }
+
+    #[test]
+    fn malformed_structures_are_refused() {
+        let nop = Raw::default()
+            .begin("")
+            .token(FDT_NOP)
+            .end_node()
+            .token(FDT_END)
+            .blob();
+        assert!(structure_error(&nop).contains("NOP"));
+        let late_prop = Raw::default()
+            .begin("")
+            .begin("a")
+            .end_node()
+            .prop("x", b"")
+            .end_node()
+            .token(FDT_END)
+            .blob();
+        assert!(structure_error(&late_prop).contains("after a child"));
+        let bad_name = Raw::default()
+            .begin("")
+            .prop_at(1000, b"")
+            .end_node()
+            .token(FDT_END)
+            .blob();
+        assert!(structure_error(&bad_name).contains("strings block"));
+        let long_value = {
+            let mut raw = Raw::default();
+            raw.begin("").token(FDT_PROP).token(0x7fff_ffff).token(0);
+            raw.end_node().token(FDT_END).blob()
+        };
+        assert!(structure_error(&long_value).contains("runs past"));
+        let unclosed = Raw::default()
+            .begin("")
+            .begin("a")
+            .end_node()
+            .token(FDT_END)
+            .blob();
+        assert!(structure_error(&unclosed).contains("ends before"));
+        let two_roots = Raw::default()
+            .begin("")
+            .end_node()
+            .begin("")
+            .end_node()
+            .token(FDT_END)
+            .blob();
+        assert!(structure_error(&two_roots).contains("end marker"));
+        let named_root = Raw::default().begin("x").end_node().token(FDT_END).blob();
+        assert!(structure_error(&named_root).contains("empty name"));
+        let not_utf8 = {
+            let mut raw = Raw::default();
+            raw.token(FDT_BEGIN_NODE)
+                .token(0)
+                .token(FDT_BEGIN_NODE)
+                .token(0xff00_0000);
+            raw.end_node().end_node().token(FDT_END).blob()
+        };
+        assert!(structure_error(&not_utf8).contains("not text"));
+        let mut deep = Raw::default();
+        deep.begin("");
+        for _ in 0..MAX_DEPTH {
+            deep.begin("n");
+        }
+        assert_eq!(
+            Platform::from_fdt(&deep.blob()),
+            Err(DiscoveryError::Fdt(FdtError::TooDeep))
+        );
+    }
+
+    #[test]
+    fn bad_headers_are_refused() {
+        let good = Raw::default().begin("").end_node().token(FDT_END).blob();
+        let with = |index: usize, value: u32| {
+            let mut b = good.clone();
+            b[index * 4..index * 4 + 4].copy_from_slice(&value.to_be_bytes());
+            match Platform::from_fdt(&b) {
+                Err(DiscoveryError::Fdt(e)) => e,
+                other => panic!("expected an FDT error, got {other:?}"),
+            }
+        };
+        assert!(matches!(with(0, 0), FdtError::BadMagic { found: 0 }));
+        assert!(matches!(with(1, 0xffff_fff0), FdtError::Truncated { .. }));
+        assert!(matches!(with(1, 8), FdtError::BadLayout(_)));
+        assert!(matches!(with(2, 0xffff_fffc), FdtError::BadLayout(_)));
+        assert!(matches!(with(2, 58), FdtError::BadLayout(_)));
+        assert!(matches!(with(3, 0xffff_ffff), FdtError::BadLayout(_)));
+        assert!(matches!(with(4, 0xffff_fff8), FdtError::BadLayout(_)));
+        assert!(matches!(with(4, 44), FdtError::BadLayout(_)));
+        assert!(matches!(with(5, 16), FdtError::UnsupportedVersion { .. }));
+        assert!(matches!(with(6, 18), FdtError::UnsupportedVersion { .. }));
+        assert!(matches!(with(9, 0x1_0000), FdtError::BadLayout(_)));
+    }
+
+    // ---- well-formed trees with values discovery must judge ----
+
+    /// Writes a tree with `body` filling the root (which has 2 address and 2 size cells).
+    fn tree(body: impl FnOnce(&mut FdtWriter)) -> Vec<u8> {
+        let mut w = FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        body(&mut w);
+        w.end_node(root).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn node(w: &mut FdtWriter, name: &str, props: impl FnOnce(&mut FdtWriter)) {
+        let n = w.begin_node(name).unwrap();
+        props(w);
+        w.end_node(n).unwrap();
+    }
+
+    fn pl011(w: &mut FdtWriter, name: &str, reg: &[u32]) {
+        node(w, name, |w| {
+            w.property_string("compatible", "arm,pl011").unwrap();
+            w.property_array_u32("reg", reg).unwrap();
+        });
+    }
+
+    #[test]
+    fn addresses_are_translated_through_every_bus() {
+        let blob = tree(|w| {
+            node(w, "bus@100000000", |w| {
+                w.property_u32("#address-cells", 1).unwrap();
+                w.property_u32("#size-cells", 1).unwrap();
+                // bus 0x0 -> CPU 0x1_0000_0000, 16 MiB
+                w.property_array_u32("ranges", &[0, 1, 0, 0x100_0000])
+                    .unwrap();
+                node(w, "sub@0", |w| {
+                    w.property_u32("#address-cells", 1).unwrap();
+                    w.property_u32("#size-cells", 1).unwrap();
+                    // sub-bus 0x7e00_0000 -> bus 0x20_0000, 1 MiB; a window before it misses.
+                    w.property_array_u32(
+                        "ranges",
+                        &[0x1000, 0, 0x10, 0x7e00_0000, 0x20_0000, 0x10_0000],
+                    )
+                    .unwrap();
+                    pl011(w, "serial@7e001000", &[0x7e00_1000, 0x1000]);
+                });
+            });
+        });
+        let p = Platform::from_fdt(&blob).unwrap();
+        assert_eq!(
+            p.uart,
+            Some(UartInfo {
+                base: 0x1_0020_1000,
+                size: 0x1000
+            })
+        );
+    }
+
+    #[test]
+    fn unreachable_addresses_are_reported() {
+        let no_ranges = tree(|w| {
+            node(w, "bus", |w| {
+                w.property_u32("#address-cells", 1).unwrap();
+                w.property_u32("#size-cells", 1).unwrap();
+                pl011(w, "serial@1000", &[0x1000, 0x100]);
+            });
+        });
+        let e = Platform::from_fdt(&no_ranges).unwrap_err();
+        assert_eq!(
+            e,
+            DiscoveryError::Untranslatable {
+                node: "serial@1000",
+                bus: "bus",
+                address: 0x1000
+            }
+        );
+        assert!(e.to_string().contains("not reachable from the CPU"));
+        let straddles = tree(|w| {
+            node(w, "bus", |w| {
+                w.property_u32("#address-cells", 1).unwrap();
+                w.property_u32("#size-cells", 1).unwrap();
+                w.property_array_u32("ranges", &[0, 0, 0, 0x1000]).unwrap();
+                pl011(w, "serial@f00", &[0xf00, 0x200]);
+            });
+        });
+        assert!(matches!(
+            Platform::from_fdt(&straddles),
+            Err(DiscoveryError::Untranslatable { .. })
+        ));
+    }
+
+    #[test]
+    fn regions_past_the_address_space_are_refused() {
+        let blob = tree(|w| {
+            node(w, "memory@0", |w| {
+                w.property_string("device_type", "memory").unwrap();
+                w.property_array_u64("reg", &[u64::MAX - 0xfff, 0x2000])
+                    .unwrap();
+            });
+        });
+        let e = Platform::from_fdt(&blob).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("past the end of the 64-bit address space"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn several_memory_nodes_and_entries() {
+        let blob = tree(|w| {
+            node(w, "memory@40000000", |w| {
+                w.property_string("device_type", "memory").unwrap();
+                w.property_array_u64("reg", &[0x4000_0000, 0x1000_0000, 0x8000_0000, 0x1000_0000])
+                    .unwrap();
+            });
+            node(w, "memory@100000000", |w| {
+                w.property_string("device_type", "memory").unwrap();
+                w.property_array_u64("reg", &[0x1_0000_0000, 0x4000_0000])
+                    .unwrap();
+            });
+            node(w, "memory@200000000", |w| {
+                w.property_string("device_type", "memory").unwrap();
+                w.property_string("status", "disabled").unwrap();
+                w.property_array_u64("reg", &[0x2_0000_0000, 0x4000_0000])
+                    .unwrap();
+            });
+            node(w, "reserved-memory", |w| {
+                w.property_u32("#address-cells", 2).unwrap();
+                w.property_u32("#size-cells", 2).unwrap();
+                w.property_null("ranges").unwrap();
+                node(w, "secmon@40000000", |w| {
+                    w.property_array_u64("reg", &[0x4000_0000, 0x20_0000])
+                        .unwrap();
+                });
+                node(w, "pool", |w| w.property_u64("size", 0x100_0000).unwrap());
+            });
+        });
+        let p = Platform::from_fdt(&blob).unwrap();
+        assert_eq!(
+            p.memory.as_slice(),
+            &[
+                region(0x4000_0000, 0x1000_0000),
+                region(0x8000_0000, 0x1000_0000),
+                region(0x1_0000_0000, 0x4000_0000)
+            ]
+        );
+        assert_eq!(p.reserved.as_slice(), &[region(0x4000_0000, 0x20_0000)]);
+    }
+
+    #[test]
+    fn lists_that_overflow_are_errors() {
+        let many_regions = tree(|w| {
+            node(w, "memory@0", |w| {
+                w.property_string("device_type", "memory").unwrap();
+                let reg: Vec<u64> = (0..9u64).flat_map(|i| [i << 32, 0x1000]).collect();
+                w.property_array_u64("reg", &reg).unwrap();
+            });
+        });
+        assert_eq!(
+            Platform::from_fdt(&many_regions),
+            Err(DiscoveryError::TooMany {
+                what: "memory regions",
+                max: MAX_MEMORY_REGIONS
+            })
+        );
+        let many_cpus = tree(|w| {
+            node(w, "cpus", |w| {
+                w.property_u32("#address-cells", 2).unwrap();
+                w.property_u32("#size-cells", 0).unwrap();
+                for i in 0..9u64 {
+                    node(w, &alloc::format!("cpu@{i:x}"), |w| {
+                        w.property_string("device_type", "cpu").unwrap();
+                        w.property_u64("reg", 0x100 * i).unwrap();
+                        w.property_string("enable-method", "psci").unwrap();
+                    });
+                }
+            });
+        });
+        let e = Platform::from_fdt(&many_cpus).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the device tree lists more CPUs than Veil supports (8)"
+        );
+    }
+
+    #[test]
+    fn cpus_with_two_cell_mpidr_and_inherited_method() {
+        let blob = tree(|w| {
+            node(w, "cpus", |w| {
+                w.property_u32("#address-cells", 2).unwrap();
+                w.property_u32("#size-cells", 0).unwrap();
+                w.property_string("enable-method", "psci").unwrap();
+                node(w, "cpu@100", |w| {
+                    w.property_string("device_type", "cpu").unwrap();
+                    w.property_u64("reg", 0x1_0000_0100).unwrap();
+                });
+                node(w, "cpu@0", |w| {
+                    w.property_string("device_type", "cpu").unwrap();
+                    w.property_u64("reg", 0).unwrap();
+                    w.property_string("enable-method", "spin-table").unwrap();
+                    w.property_u32("cpu-release-addr", 0xfff8).unwrap();
+                });
+                node(w, "cpu-map", |_| {});
+            });
+        });
+        let p = Platform::from_fdt(&blob).unwrap();
+        assert_eq!(
+            p.cpus.as_slice(),
+            &[
+                CpuInfo {
+                    mpidr: 0x1_0000_0100,
+                    enable_method: EnableMethod::Psci
+                },
+                CpuInfo {
+                    mpidr: 0,
+                    enable_method: EnableMethod::SpinTable {
+                        release_addr: 0xfff8
+                    }
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn stdout_path_alias_with_options_picks_that_uart() {
+        let blob = tree(|w| {
+            node(w, "chosen", |w| {
+                w.property_string("stdout-path", "serial1:115200n8")
+                    .unwrap()
+            });
+            node(w, "aliases", |w| {
+                w.property_string("serial1", "/uart@2000").unwrap()
+            });
+            pl011(w, "uart@1000", &[0, 0x1000, 0, 0x1000]);
+            pl011(w, "uart@2000", &[0, 0x2000, 0, 0x1000]);
+        });
+        assert_eq!(
+            Platform::from_fdt(&blob).unwrap().uart,
+            Some(UartInfo {
+                base: 0x2000,
+                size: 0x1000
+            })
+        );
+        let by_path = tree(|w| {
+            node(w, "chosen", |w| {
+                w.property_string("stdout-path", "/uart@2000").unwrap()
+            });
+            pl011(w, "uart@1000", &[0, 0x1000, 0, 0x1000]);
+            node(w, "uart@2000", |w| {
+                w.property_string("compatible", "arm,pl011").unwrap();
+                w.property_string("status", "disabled").unwrap();
+                w.property_array_u32("reg", &[0, 0x2000, 0, 0x1000])
+                    .unwrap();
+            });
+        });
+        // A disabled UART is not used even when stdout-path names it.
+        assert_eq!(
+            Platform::from_fdt(&by_path).unwrap().uart,
+            Some(UartInfo {
+                base: 0x1000,
+                size: 0x1000
+            })
+        );
+    }
+
+    #[test]
+    fn initrd_cells_and_order() {
+        let with = |start: &[u32], end: &[u32]| {
+            tree(|w| {
+                node(w, "chosen", |w| {
+                    w.property_array_u32("linux,initrd-start", start).unwrap();
+                    w.property_array_u32("linux,initrd-end", end).unwrap();
+                });
+            })
+        };
+        let blob = with(&[1, 0], &[1, 0x1000]);
+        assert_eq!(
+            Platform::from_fdt(&blob).unwrap().initrd,
+            Some(region(0x1_0000_0000, 0x1000))
+        );
+        let e = error(&with(&[0x2000], &[0x1000]));
+        assert!(e.contains("is before linux,initrd-start"), "{e}");
+        let e = error(&with(&[1, 2, 3], &[0x1000]));
+        assert!(e.contains("is not a 32- or 64-bit number"), "{e}");
+    }
+
+    #[test]
+    fn gic_and_timer_values_are_checked() {
+        let gic = |compatible: &str, reg: &[u64], interrupts: &[u32]| {
+            let (compatible, reg, interrupts) =
+                (compatible.to_owned(), reg.to_vec(), interrupts.to_vec());
+            tree(move |w| {
+                node(w, "intc@8000000", |w| {
+                    w.property_string("compatible", &compatible).unwrap();
+                    w.property_u32("#interrupt-cells", 3).unwrap();
+                    w.property_array_u64("reg", &reg).unwrap();
+                    w.property_array_u32("interrupts", &[1, 9, 4]).unwrap();
+                });
+                node(w, "timer", |w| {
+                    w.property_string("compatible", "arm,armv8-timer").unwrap();
+                    w.property_array_u32("interrupts", &interrupts).unwrap();
+                    w.property_u32("clock-frequency", 54_000_000).unwrap();
+                });
+            })
+        };
+        let four = [1, 13, 8, 1, 14, 8, 1, 11, 8, 1, 10, 8];
+        // A GICv2 without GICH/GICV (no virtualization extensions) is reported as such.
+        let blob = gic("arm,gic-400", &[0x1000, 0x1000, 0x2000, 0x2000], &four);
+        let p = Platform::from_fdt(&blob).unwrap();
+        let g = p.gic.unwrap();
+        assert_eq!((g.hyp_interface, g.virtual_cpu_interface), (None, None));
+        assert_eq!(p.counter_frequency, Some(54_000_000));
+        let e = error(&gic("arm,gic-400", &[0x1000, 0x1000], &four));
+        assert!(e.contains("no CPU interface"), "{e}");
+        let e = error(&gic("arm,gic-v3", &[0x1000, 0x1000], &four));
+        assert!(e.contains("no redistributor"), "{e}");
+        let gicd_gicr = [0x1000, 0x1000, 0x10_0000, 0x10_0000];
+        let e = error(&gic("arm,gic-v3", &gicd_gicr, &four[..9]));
+        assert!(e.contains("is not 4 or 5"), "{e}");
+        let mut bad_ppi = four;
+        bad_ppi[4] = 16;
+        assert!(Platform::from_fdt(&gic("arm,gic-v3", &gicd_gicr, &bad_ppi)).is_err());
+    }
+
+    #[test]
+    fn odd_cell_properties_are_errors_not_panics() {
+        let blob = tree(|w| {
+            node(w, "bus", |w| {
+                // Three bytes: the fdt crate's own cell_sizes() would panic here.
+                w.property("#address-cells", &[0, 0, 1]).unwrap();
+                w.property_null("ranges").unwrap();
+                pl011(w, "serial@0", &[0, 0x100]);
+            });
+        });
+        let e = Platform::from_fdt(&blob).unwrap_err();
+        assert_eq!(
+            e,
+            DiscoveryError::BadProperty {
+                node: "bus",
+                property: "#address-cells",
+                problem: "is not one 32-bit cell"
+            }
+        );
+        let three_cells = tree(|w| {
+            node(w, "bus", |w| {
+                w.property_u32("#address-cells", 3).unwrap();
+                w.property_null("ranges").unwrap();
+                pl011(w, "serial@0", &[0, 0, 0, 0x100]);
+            });
+        });
+        assert!(
+            Platform::from_fdt(&three_cells)
+                .unwrap_err()
+                .to_string()
+                .contains("is not 1 or 2")
+        );
+        let ragged_reg = tree(|w| pl011(w, "serial@0", &[0, 0x1000, 0]));
+        assert!(
+            Platform::from_fdt(&ragged_reg)
+                .unwrap_err()
+                .to_string()
+                .contains("whole number")
+        );
+    }
+}
