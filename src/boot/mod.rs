@@ -330,10 +330,11 @@ fn create_vms(platform: &Platform) {
         match Vm::create(index, &spec, &host, placement.clone()) {
             Ok(vm) => {
                 log::info!(
-                    "VM {index} \"{}\": {} MiB at PA {:#x}, {} vCPU(s) on CPU(s) {:?}, GICv{}, {:?} kernel",
+                    "VM {index} \"{}\": {} MiB at PA {:#x}{}, {} vCPU(s) on CPU(s) {:?}, GICv{}, {:?} kernel",
                     vm.name,
                     vm.ram.size >> 20,
-                    vm.ram.pa,
+                    vm.ram.chunks[0].pa,
+                    if vm.ram.chunks.len() > 1 { " (and more)" } else { "" },
                     vm.vcpu_count,
                     placement,
                     if vm.gic == GuestGic::V2 { 2 } else { 3 },

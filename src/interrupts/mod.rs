@@ -8,6 +8,9 @@
 #[cfg(target_arch = "aarch64")]
 #[path = "_arch/aarch64/gic.rs"]
 pub mod gic;
+#[cfg(target_arch = "aarch64")]
+#[path = "_arch/aarch64/vgic_hw.rs"]
+pub mod vgic_hw;
 
 use crate::traps::Exit;
 

@@ -162,13 +162,19 @@ mod tests {
         let region = MemoryRegion::new(va as usize, va as usize + 1);
         map.walk_range(&region, &mut |mr: &MemoryRegion, d: &Descriptor<El23Attributes>, level: usize| {
             if d.is_valid() && (level == 3 || !d.flags().contains(El23Attributes::TABLE_OR_PAGE)) {
-                let offset = va - mr.start().0 as u64;
+                let _ = mr;
+                let offset = va & (level_size(level) - 1);
                 found = Some((d.output_address().0 as u64 + offset, d.flags(), level));
             }
             Ok(())
         })
         .ok()?;
         found
+    }
+
+    /// Bytes one descriptor maps at `level` with the 4 KiB granule.
+    fn level_size(level: usize) -> u64 {
+        4096 << (9 * (3 - level))
     }
 
     #[test]

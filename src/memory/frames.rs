@@ -85,47 +85,92 @@ pub fn take_block(free: &mut FreeRanges, size: u64, align: u64) -> Option<u64> {
     result
 }
 
-/// Buddy allocator of 4 KiB frames; 2^27 frames = 512 GiB per block at most.
-static FRAMES: Mutex<FrameAllocator<28>> = Mutex::new(FrameAllocator::new());
+/// A buddy allocator of 4 KiB frames; blocks of up to 2^27 frames (512 GiB).
+pub type Frames = FrameAllocator<28>;
+
+/// The host's frames.
+static FRAMES: Mutex<Frames> = Mutex::new(FrameAllocator::new());
 
 /// Gives the free ranges to the frame allocator. Needs the heap (its free lists allocate).
 pub fn init(free: &FreeRanges) {
-    let mut frames = FRAMES.lock();
+    add_ranges(&mut FRAMES.lock(), free);
+}
+
+/// Allocates contiguous memory from the host's frames (see [`alloc_contiguous_in`]).
+pub fn alloc_contiguous(size: u64, align: u64) -> Option<u64> {
+    alloc_contiguous_in(&mut FRAMES.lock(), size, align)
+}
+
+/// Allocates memory as blocks from the host's frames (see [`alloc_blocks_in`]).
+pub fn alloc_blocks(size: u64, min_block: u64) -> Option<alloc::vec::Vec<(u64, u64)>> {
+    alloc_blocks_in(&mut FRAMES.lock(), size, min_block)
+}
+
+/// Gives memory back to the host's frames.
+pub fn free_contiguous(base: u64, size: u64) {
+    free_in(&mut FRAMES.lock(), base, size)
+}
+
+fn add_ranges(frames: &mut Frames, free: &FreeRanges) {
     for r in free.iter() {
-        let first = (r.base / PAGE_SIZE) as usize;
-        let last = (r.end() / PAGE_SIZE) as usize;
-        frames.add_frame(first, last);
+        frames.add_frame((r.base / PAGE_SIZE) as usize, (r.end() / PAGE_SIZE) as usize);
     }
 }
 
 /// Allocates `size` bytes (a multiple of 4 KiB) of physically contiguous memory aligned to
 /// `align` (a power of two, at least 4 KiB). The buddy allocator works in powers of two; the
 /// unused tail of the block goes straight back.
-pub fn alloc_contiguous(size: u64, align: u64) -> Option<u64> {
+pub fn alloc_contiguous_in(frames: &mut Frames, size: u64, align: u64) -> Option<u64> {
     if size == 0 || size % PAGE_SIZE != 0 || !align.is_power_of_two() || align < PAGE_SIZE {
         return None;
     }
     let count = (size / PAGE_SIZE) as usize;
-    let align_frames = (align / PAGE_SIZE) as usize;
-    let block = count.next_power_of_two().max(align_frames);
-    let mut frames = FRAMES.lock();
+    let block = count.next_power_of_two().max((align / PAGE_SIZE) as usize);
     let start = frames.alloc(block)?;
-    // Return [start + count, start + block) in naturally aligned power-of-two pieces.
-    let mut cursor = start + count;
-    let end = start + block;
-    while cursor < end {
-        let piece = (cursor & cursor.wrapping_neg()).min(prev_power_of_two(end - cursor));
-        frames.dealloc(cursor, piece);
-        cursor += piece;
-    }
+    free_frames(frames, start + count, start + block);
     Some(start as u64 * PAGE_SIZE)
 }
 
-/// Gives back memory from [`alloc_contiguous`].
-pub fn free_contiguous(base: u64, size: u64) {
-    let mut frames = FRAMES.lock();
-    let mut cursor = (base / PAGE_SIZE) as usize;
-    let end = cursor + (size / PAGE_SIZE) as usize;
+/// Allocates `size` bytes (a multiple of `min_block`, a power of two) as few naturally aligned
+/// blocks as possible, largest first: a big guest's RAM need not be one block, and the buddy
+/// allocator cannot always give one (a 1 GiB block needs 1 GiB alignment). Returns (base,
+/// size) pairs, or `None` (and nothing allocated) if the memory is not there.
+pub fn alloc_blocks_in(frames: &mut Frames, size: u64, min_block: u64) -> Option<alloc::vec::Vec<(u64, u64)>> {
+    if size == 0 || !min_block.is_power_of_two() || min_block < PAGE_SIZE || size % min_block != 0 {
+        return None;
+    }
+    let mut blocks = alloc::vec::Vec::new();
+    let mut remaining = size;
+    let mut block = 1u64 << (63 - remaining.leading_zeros());
+    while remaining > 0 {
+        block = block.min(1u64 << (63 - remaining.leading_zeros()));
+        match alloc_contiguous_in(frames, block, block) {
+            Some(base) => {
+                blocks.push((base, block));
+                remaining -= block;
+            }
+            None if block > min_block => block /= 2,
+            None => {
+                for &(base, size) in &blocks {
+                    free_in(frames, base, size);
+                }
+                return None;
+            }
+        }
+    }
+    Some(blocks)
+}
+
+/// Gives back memory from [`alloc_contiguous_in`] or [`alloc_blocks_in`].
+pub fn free_in(frames: &mut Frames, base: u64, size: u64) {
+    let first = (base / PAGE_SIZE) as usize;
+    free_frames(frames, first, first + (size / PAGE_SIZE) as usize);
+}
+
+/// Returns frames `[start, end)` in naturally aligned power-of-two pieces, as the buddy
+/// allocator needs them.
+fn free_frames(frames: &mut Frames, start: usize, end: usize) {
+    let mut cursor = start;
     while cursor < end {
         let piece = (cursor & cursor.wrapping_neg()).min(prev_power_of_two(end - cursor));
         frames.dealloc(cursor, piece);
@@ -193,18 +238,42 @@ mod tests {
         assert_eq!(take_block(&mut free, 0x1_0000_0000, 0x1000), None);
     }
 
+    fn frames_over(ranges: &[Region]) -> Frames {
+        let mut frames = Frames::new();
+        add_ranges(&mut frames, &free_ranges(ranges, &[]));
+        frames
+    }
+
     #[test]
     fn frame_allocator_returns_aligned_blocks_and_tails() {
-        init(&free_ranges(&[r(0x8000_0000, 0x1000_0000)], &[]));
-        let a = alloc_contiguous(3 << 20, 2 << 20).unwrap();
+        let mut frames = frames_over(&[r(0x8000_0000, 0x1000_0000)]);
+        let a = alloc_contiguous_in(&mut frames, 3 << 20, 2 << 20).unwrap();
         assert_eq!(a % (2 << 20), 0);
         // The 1 MiB tail of the 4 MiB block went back: a 1 MiB allocation fits right after.
-        let b = alloc_contiguous(1 << 20, 1 << 20).unwrap();
+        let b = alloc_contiguous_in(&mut frames, 1 << 20, 1 << 20).unwrap();
         assert_eq!(b, a + (3 << 20));
-        assert_eq!(alloc_contiguous(0, 4096), None);
-        assert_eq!(alloc_contiguous(4097, 4096), None);
-        free_contiguous(a, 3 << 20);
-        free_contiguous(b, 1 << 20);
-        assert_eq!(alloc_contiguous(4 << 20, 4 << 20), Some(a));
+        assert_eq!(alloc_contiguous_in(&mut frames, 0, 4096), None);
+        assert_eq!(alloc_contiguous_in(&mut frames, 4097, 4096), None);
+        free_in(&mut frames, a, 3 << 20);
+        free_in(&mut frames, b, 1 << 20);
+        assert_eq!(alloc_contiguous_in(&mut frames, 4 << 20, 4 << 20), Some(a));
+    }
+
+    #[test]
+    fn blocks_when_no_single_block_fits() {
+        // 6 MiB at an address only 2 MiB aligned: no 4 MiB-aligned 4 MiB block exists whole.
+        let mut frames = frames_over(&[r(0x1_0020_0000, 0x60_0000)]);
+        let blocks = alloc_blocks_in(&mut frames, 6 << 20, 2 << 20).unwrap();
+        assert_eq!(blocks.iter().map(|b| b.1).sum::<u64>(), 6 << 20);
+        assert!(blocks.iter().all(|&(base, size)| base % size == 0));
+        assert!(blocks.iter().all(|&(base, size)| base >= 0x1_0020_0000 && base + size <= 0x1_0080_0000));
+        assert_eq!(alloc_blocks_in(&mut frames, 2 << 20, 2 << 20), None, "everything is taken");
+        assert_eq!(alloc_blocks_in(&mut frames, 3 << 20, 2 << 20), None, "not a multiple of the block");
+        for (base, size) in blocks {
+            free_in(&mut frames, base, size);
+        }
+        // A failed request gives back what it took on the way.
+        assert_eq!(alloc_blocks_in(&mut frames, 8 << 20, 2 << 20), None);
+        assert!(alloc_blocks_in(&mut frames, 6 << 20, 2 << 20).is_some());
     }
 }

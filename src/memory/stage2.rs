@@ -89,7 +89,9 @@ impl Stage2Table {
             .walk_range(&region, &mut |mr: &MemoryRegion, d: &Descriptor<Stage2Attributes>, level: usize| {
                 let leaf = level == 3 || !d.flags().contains(Stage2Attributes::TABLE_OR_PAGE);
                 if d.is_valid() && leaf {
-                    let offset = ipa - mr.start().0 as u64;
+                    let _ = mr;
+                    // A leaf at `level` maps 4 KiB << 9 * (3 - level) bytes.
+                    let offset = ipa & ((4096u64 << (9 * (3 - level))) - 1);
                     found = Some(Translated {
                         pa: d.output_address().0 as u64 + offset,
                         attributes: d.flags() & !Stage2Attributes::TABLE_OR_PAGE,

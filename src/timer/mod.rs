@@ -30,3 +30,5 @@ pub fn frequency() -> u64 {
         0
     }
 }
+
+pub mod ptimer;

@@ -107,8 +107,9 @@ pub fn handle(vcpu: &mut Vcpu, esr: Esr) -> Exit {
             // memory coherent with non-cacheable accesses.
             let operand = vcpu.regs.read(access.register);
             if (operand as u32) >> 4 == 0 {
-                let ram = vcpu.vm.ram;
-                crate::memory::cache::clean_invalidate_dcache_range(ram.pa as usize, ram.size as usize);
+                for chunk in &vcpu.vm.ram.chunks {
+                    crate::memory::cache::clean_invalidate_dcache_range(chunk.pa as usize, chunk.size as usize);
+                }
             }
         }
         (Behaviour::IdRegister, false) | (Behaviour::Undefined, _) => {

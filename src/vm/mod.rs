@@ -33,21 +33,61 @@ pub const MAX_VCPUS: usize = 8;
 /// Room reserved in guest RAM for the DTB Veil writes for it.
 pub const GUEST_DTB_MAX: u64 = 64 << 10;
 
-/// Where a VM's RAM is, seen from both sides.
+/// One physically contiguous piece of a VM's RAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GuestRam {
-    /// Guest physical base (always the virtual board's RAM base).
+pub struct RamChunk {
     pub ipa: u64,
-    /// Host physical base of the block Veil allocated.
     pub pa: u64,
     pub size: u64,
 }
 
+/// Where a VM's RAM is, seen from both sides: contiguous in guest physical space from the board's
+/// RAM base, made of one or more host blocks (the frame allocator hands out naturally aligned
+/// powers of two; stage 2 joins them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestRam {
+    /// Guest physical base (always the virtual board's RAM base).
+    pub ipa: u64,
+    pub size: u64,
+    /// In IPA order, adjacent in IPA space.
+    pub chunks: Vec<RamChunk>,
+}
+
 impl GuestRam {
+    /// Lays `blocks` (host base, size) out one after the other from `ipa`.
+    pub fn from_blocks(ipa: u64, blocks: &[(u64, u64)]) -> Self {
+        let mut next = ipa;
+        let chunks: Vec<RamChunk> = blocks
+            .iter()
+            .map(|&(pa, size)| {
+                let chunk = RamChunk { ipa: next, pa, size };
+                next += size;
+                chunk
+            })
+            .collect();
+        GuestRam { ipa, size: next - ipa, chunks }
+    }
+
     /// The host physical address of `ipa`, if it is guest RAM.
     pub fn pa_of(&self, ipa: u64) -> Option<u64> {
-        let offset = ipa.checked_sub(self.ipa)?;
-        (offset < self.size).then(|| self.pa + offset)
+        self.chunks
+            .iter()
+            .find(|c| ipa >= c.ipa && ipa - c.ipa < c.size)
+            .map(|c| c.pa + (ipa - c.ipa))
+    }
+
+    /// The host ranges behind `[ipa, ipa + len)`, in order; `None` if any byte is not RAM.
+    pub fn host_ranges(&self, ipa: u64, len: u64) -> Option<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        let mut cursor = ipa;
+        let end = ipa.checked_add(len)?;
+        while cursor < end {
+            let chunk = self.chunks.iter().find(|c| cursor >= c.ipa && cursor - c.ipa < c.size)?;
+            let take = (chunk.ipa + chunk.size).min(end) - cursor;
+            out.push((chunk.pa + (cursor - chunk.ipa), take));
+            cursor += take;
+        }
+        Some(out)
     }
 }
 
@@ -195,13 +235,17 @@ impl Vm {
             return Err(VmError::DtbTooLarge { size: dtb.len() });
         }
 
-        let pa = frames::alloc_contiguous(size, memory::BLOCK_2M).ok_or(VmError::OutOfMemory { size })?;
-        let ram = GuestRam { ipa: virtual_board::RAM_BASE, pa, size };
+        let blocks = frames::alloc_blocks(size, memory::BLOCK_2M).ok_or(VmError::OutOfMemory { size })?;
+        let ram = GuestRam::from_blocks(virtual_board::RAM_BASE, &blocks);
 
         let mut table = Stage2Table::new();
-        if let Err(e) = table.map(ram.ipa, ram.pa, size, stage2::RAM) {
-            frames::free_contiguous(pa, size);
-            return Err(VmError::Stage2(e));
+        for chunk in &ram.chunks {
+            if let Err(e) = table.map(chunk.ipa, chunk.pa, chunk.size, stage2::RAM) {
+                for &(pa, size) in &blocks {
+                    frames::free_contiguous(pa, size);
+                }
+                return Err(VmError::Stage2(e));
+            }
         }
 
         // Fill guest RAM. The plan guarantees every range lies inside it.
@@ -312,26 +356,24 @@ impl Vm {
 }
 
 fn copy_to_guest(ram: &GuestRam, ipa: u64, data: &[u8]) {
-    if data.is_empty() {
-        return;
+    let ranges = ram.host_ranges(ipa, data.len() as u64).expect("load plan inside guest RAM");
+    let mut offset = 0;
+    for (pa, len) in ranges {
+        let piece = &data[offset..offset + len as usize];
+        // SAFETY: [pa, pa + len) lies in this VM's RAM (host_ranges checked it), which Veil
+        // allocated for it and maps read-write at EL2; no guest runs on it yet.
+        unsafe { core::ptr::copy_nonoverlapping(piece.as_ptr(), pa as *mut u8, piece.len()) };
+        memory::cache::clean_dcache_range(pa as usize, piece.len());
+        offset += len as usize;
     }
-    let pa = ram.pa_of(ipa).expect("load plan inside guest RAM");
-    assert!(ram.pa_of(ipa + data.len() as u64 - 1).is_some(), "load plan inside guest RAM");
-    // SAFETY: [pa, pa + len) lies in this VM's RAM block (checked above), which Veil allocated
-    // for it and maps read-write at EL2; no guest runs on it yet.
-    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), pa as *mut u8, data.len()) };
-    memory::cache::clean_dcache_range(pa as usize, data.len());
 }
 
 fn zero_guest(ram: &GuestRam, ipa: u64, len: u64) {
-    if len == 0 {
-        return;
+    for (pa, len) in ram.host_ranges(ipa, len).expect("load plan inside guest RAM") {
+        // SAFETY: as in copy_to_guest.
+        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) };
+        memory::cache::clean_dcache_range(pa as usize, len as usize);
     }
-    let pa = ram.pa_of(ipa).expect("load plan inside guest RAM");
-    assert!(ram.pa_of(ipa + len - 1).is_some(), "load plan inside guest RAM");
-    // SAFETY: as in copy_to_guest.
-    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) };
-    memory::cache::clean_dcache_range(pa as usize, len as usize);
 }
 
 #[cfg(test)]
@@ -340,10 +382,19 @@ mod tests {
 
     #[test]
     fn guest_ram_translation() {
-        let ram = GuestRam { ipa: 0x4000_0000, pa: 0x8000_0000, size: 0x20_0000 };
+        let ram = GuestRam::from_blocks(0x4000_0000, &[(0x8000_0000, 0x20_0000), (0x6000_0000, 0x40_0000)]);
+        assert_eq!(ram.size, 0x60_0000);
         assert_eq!(ram.pa_of(0x4000_0000), Some(0x8000_0000));
         assert_eq!(ram.pa_of(0x401f_ffff), Some(0x801f_ffff));
-        assert_eq!(ram.pa_of(0x4020_0000), None);
+        assert_eq!(ram.pa_of(0x4020_0000), Some(0x6000_0000));
+        assert_eq!(ram.pa_of(0x405f_ffff), Some(0x603f_ffff));
+        assert_eq!(ram.pa_of(0x4060_0000), None);
         assert_eq!(ram.pa_of(0x3fff_ffff), None);
+        assert_eq!(
+            ram.host_ranges(0x401f_f000, 0x2000),
+            Some(vec![(0x801f_f000, 0x1000), (0x6000_0000, 0x1000)])
+        );
+        assert_eq!(ram.host_ranges(0x405f_f000, 0x2000), None);
+        assert_eq!(ram.host_ranges(0x4000_0000, 0), Some(vec![]));
     }
 }
