@@ -98,3 +98,22 @@ macro_rules! println {
     () => { $crate::print!("\n") };
     ($($arg:tt)*) => { $crate::board::console::print(format_args!("{}\n", format_args!($($arg)*))) };
 }
+
+/// Lets console input raise the UART's interrupt (once the GIC routes it to Veil).
+pub fn enable_input() {
+    if CONSOLE_BASE.load(Ordering::Acquire) != 0 {
+        uart().enable_rx_interrupt();
+    }
+}
+
+/// Moves every byte typed on the host console to the first VM's UART: the console's input
+/// belongs to VM 0.
+pub fn forward_input() {
+    let uart = uart();
+    let vm = crate::vm::registry::get(0);
+    while let Some(byte) = uart.read_byte() {
+        if let Some(vm) = &vm {
+            vm.uart.push_input(byte);
+        }
+    }
+}

@@ -117,7 +117,8 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     cpu::el2::configure();
 
     // 6. Interrupts, then the VMs, pinned to CPUs; then the CPUs that run them.
-    crate::interrupts::init(platform);
+    crate::interrupts::init(platform, host_uart_intid(blob));
+    board::console::enable_input();
     crate::interrupts::init_this_cpu(0);
     create_vms(platform);
     if registry::count() == 0 {
@@ -301,6 +302,7 @@ fn create_vms(platform: &Platform) {
         },
         shared_console: package.vms().count() > 1,
         wall_clock: host_wall_clock(),
+        gicv: platform.gic.as_ref().and_then(|g| g.virtual_cpu_interface),
     };
     let specs: alloc::vec::Vec<_> = package.vms().collect();
     let counts: alloc::vec::Vec<usize> = specs.iter().map(|s| s.as_ref().map_or(0, |s| s.cpus as usize)).collect();
@@ -373,6 +375,28 @@ fn host_rtc(blob: &[u8]) -> Option<Region> {
     let node = fdt.find_compatible(&["arm,pl031"])?;
     let reg = node.reg()?.next()?;
     Some(Region { base: reg.starting_address as u64, size: reg.size.unwrap_or(0x1000) as u64 })
+}
+
+/// The host console UART's interrupt (an SPI) from the DTB, for console input.
+fn host_uart_intid(blob: &[u8]) -> Option<u32> {
+    let uart = board::platform().uart?;
+    let fdt = fdt::Fdt::new(blob).ok()?;
+    for node in fdt.all_nodes() {
+        let is_uart = node.compatible().is_some_and(|c| c.all().any(|c| c == "arm,pl011"))
+            && node.reg().and_then(|mut r| r.next()).is_some_and(|r| {
+                let base = r.starting_address as u64;
+                // The DTB's address may be a bus address (Pi 4): compare the page offset too.
+                base == uart.base || base & 0xff_ffff == uart.base & 0xff_ffff
+            });
+        if is_uart {
+            // <type number flags>: type 0 = SPI.
+            let cells = node.property("interrupts")?.value;
+            if cells.len() >= 8 && u32::from_be_bytes(cells[0..4].try_into().ok()?) == 0 {
+                return Some(32 + u32::from_be_bytes(cells[4..8].try_into().ok()?));
+            }
+        }
+    }
+    None
 }
 
 /// The host DTB, for the few lookups discovery does not cover.

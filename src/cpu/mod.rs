@@ -98,11 +98,22 @@ impl PerCpu {
 
     /// Puts `vcpu` on this CPU and enters it. Never returns: the CPU now lives in the exit loop.
     pub fn run(&mut self, vcpu: Box<Vcpu>) -> ! {
+        CURRENT_VCPU[self.index].store(vcpu.index, Ordering::Relaxed);
         let vcpu = self.vcpu.insert(vcpu);
         self.guest_regs = &mut vcpu.regs;
         arch::load_vcpu_state(vcpu);
+        crate::interrupts::start_vcpu(vcpu);
         arch::enter_guest()
     }
+}
+
+/// Per CPU: the index (within its VM) of the vCPU running there; read by device models that
+/// bank registers per vCPU.
+static CURRENT_VCPU: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+
+/// The index within its VM of the vCPU this CPU runs (0 if none).
+pub fn current_vcpu_index() -> usize {
+    CURRENT_VCPU[current_index()].load(Ordering::Relaxed)
 }
 
 /// No vCPU assigned (see [`assign`]).
@@ -140,7 +151,7 @@ pub fn mpidr_of(cpu: usize) -> u64 {
 pub fn idle() -> ! {
     let index = current_index();
     loop {
-        crate::interrupts::handle_pending();
+        crate::interrupts::handle_pending(None);
         if let Some(status) = crate::vm::registry::outcome() {
             log::info!("all VMs have ended; powering off");
             crate::board::power::power_off(status);

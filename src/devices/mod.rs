@@ -19,6 +19,12 @@ pub enum MmioError {
     BadAccess,
 }
 
+/// A device's interrupt output, wired by the VM to its virtual GIC. Devices call it when the
+/// level changes (they may hold their own lock: the vGIC's lock comes after it).
+pub trait IrqLine: Send + Sync {
+    fn set_level(&self, level: bool);
+}
+
 /// A memory-mapped device model. Offsets are relative to the device's base; `size` is 1, 2, 4
 /// or 8 bytes. Devices lock their own state, so one VM's vCPUs may reach a device at once.
 pub trait MmioDevice: Send + Sync {
@@ -26,6 +32,19 @@ pub trait MmioDevice: Send + Sync {
     fn name(&self) -> &'static str;
     fn read(&self, offset: u64, size: u8) -> Result<u64, MmioError>;
     fn write(&self, offset: u64, size: u8, value: u64) -> Result<(), MmioError>;
+}
+
+/// A device shared with other parts of Veil (e.g. a UART that also takes console input).
+impl<T: MmioDevice> MmioDevice for alloc::sync::Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn read(&self, offset: u64, size: u8) -> Result<u64, MmioError> {
+        (**self).read(offset, size)
+    }
+    fn write(&self, offset: u64, size: u8, value: u64) -> Result<(), MmioError> {
+        (**self).write(offset, size, value)
+    }
 }
 
 struct MmioRegion {

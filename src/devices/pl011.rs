@@ -5,7 +5,8 @@
 //! PrimeCell identification registers AMBA probing reads. Transmitted bytes go to a
 //! [`ConsoleSink`]; received bytes come from [`VirtualPl011::push_input`].
 
-use super::{MmioDevice, MmioError};
+use super::{IrqLine, MmioDevice, MmioError};
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use spin::Mutex;
@@ -61,6 +62,8 @@ struct State {
     ris: u32,
     dmacr: u32,
     ilpr: u32,
+    /// The level last given to the interrupt line.
+    irq_level: bool,
 }
 
 /// One guest's PL011.
@@ -70,10 +73,17 @@ pub struct VirtualPl011<S: ConsoleSink> {
     /// Collect output into whole lines before handing it to the sink (several VMs share one
     /// console); otherwise every byte goes out at once (an interactive shell's prompt).
     line_buffered: bool,
+    /// UARTINTR, the combined interrupt output (RIS & IMSC), if wired.
+    irq: Option<Box<dyn IrqLine>>,
 }
 
 impl<S: ConsoleSink> VirtualPl011<S> {
     pub fn new(sink: S, line_buffered: bool) -> Self {
+        Self::with_irq(sink, line_buffered, None)
+    }
+
+    /// A PL011 whose combined interrupt drives `irq`.
+    pub fn with_irq(sink: S, line_buffered: bool, irq: Option<Box<dyn IrqLine>>) -> Self {
         VirtualPl011 {
             state: Mutex::new(State {
                 rx: VecDeque::new(),
@@ -89,9 +99,22 @@ impl<S: ConsoleSink> VirtualPl011<S> {
                 ris: INT_TX,
                 dmacr: 0,
                 ilpr: 0,
+                irq_level: false,
             }),
             sink,
             line_buffered,
+            irq,
+        }
+    }
+
+    /// Tells the interrupt line about a change of RIS & IMSC.
+    fn update_line(&self, s: &mut State) {
+        let level = s.ris & s.imsc != 0;
+        if level != s.irq_level {
+            s.irq_level = level;
+            if let Some(irq) = &self.irq {
+                irq.set_level(level);
+            }
         }
     }
 
@@ -101,6 +124,7 @@ impl<S: ConsoleSink> VirtualPl011<S> {
         if s.rx.len() < RX_FIFO_DEPTH {
             s.rx.push_back(byte);
             s.ris |= INT_RX;
+            self.update_line(&mut s);
         }
     }
 
@@ -138,6 +162,7 @@ impl<S: ConsoleSink> MmioDevice for VirtualPl011<S> {
                 let byte = s.rx.pop_front().unwrap_or(0);
                 if s.rx.is_empty() {
                     s.ris &= !INT_RX;
+                    self.update_line(&mut s);
                 }
                 byte as u32
             }
@@ -203,6 +228,7 @@ impl<S: ConsoleSink> MmioDevice for VirtualPl011<S> {
             o if (reg::PERIPH_ID0..0x1000).contains(&o) => {}
             _ => return Err(MmioError::BadAccess),
         }
+        self.update_line(&mut s);
         Ok(())
     }
 }
@@ -262,6 +288,28 @@ mod tests {
             uart.push_input(i);
         }
         assert_eq!(uart.read(reg::FR, 4).unwrap() as u32 & FR_RXFF, FR_RXFF);
+    }
+
+    #[derive(Clone, Default)]
+    struct Line(Arc<StdMutex<Vec<bool>>>);
+    impl IrqLine for Line {
+        fn set_level(&self, level: bool) {
+            self.0.lock().unwrap().push(level);
+        }
+    }
+
+    #[test]
+    fn interrupt_line_follows_ris_and_imsc() {
+        let line = Line::default();
+        let uart = VirtualPl011::with_irq(Capture::default(), false, Some(Box::new(line.clone())));
+        // Enabling the TX interrupt raises the line at once: the FIFO is always empty.
+        uart.write(reg::IMSC, 4, INT_TX as u64).unwrap();
+        uart.write(reg::DR, 4, b'a' as u64).unwrap();
+        uart.write(reg::IMSC, 4, INT_RX as u64).unwrap();
+        uart.push_input(b'z');
+        assert_eq!(uart.read(reg::DR, 4).unwrap(), b'z' as u64);
+        // Only changes are reported.
+        assert_eq!(*line.0.lock().unwrap(), vec![true, false, true, false]);
     }
 
     #[test]

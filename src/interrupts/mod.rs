@@ -12,24 +12,36 @@ pub mod gic;
 #[path = "_arch/aarch64/vgic_hw.rs"]
 pub mod vgic_hw;
 
+pub mod routing;
+pub mod vgic;
+
 use crate::traps::Exit;
+use crate::vm::vcpu::Vcpu;
 
 /// The SGI one CPU sends another to make it re-check its work.
 pub const SGI_KICK: u32 = 1;
 /// Every SGI Veil enables.
 pub const SGI_ALL: [u32; 1] = [SGI_KICK];
+/// The PPIs Veil enables on every CPU: the vGIC maintenance interrupt, the EL2 physical timer
+/// (backing guests' emulated EL1 physical timers) and the EL1 virtual timer (the guest's own,
+/// forwarded as a hardware-mapped virtual interrupt).
+pub const MAINTENANCE_INTID: u32 = 25;
+pub const HYP_TIMER_INTID: u32 = 26;
+pub const VIRT_TIMER_INTID: u32 = 27;
+pub const PPI_ALL: [u32; 3] = [MAINTENANCE_INTID, HYP_TIMER_INTID, VIRT_TIMER_INTID];
 
 /// Sets up the distributor (boot CPU, once).
-pub fn init(platform: &crate::board::discovery::Platform) {
+pub fn init(platform: &crate::board::discovery::Platform, host_uart_intid: Option<u32>) {
     #[cfg(target_arch = "aarch64")]
     if let Some(info) = &platform.gic {
         if info.version == crate::board::discovery::GicVersion::V2 {
             gic::set_v2_gicd_base(info.distributor.base);
         }
-        gic::init(info, platform.cpus.len());
+        gic::init(info, platform.cpus.len(), host_uart_intid);
+        vgic_hw::init(info.version, info.hyp_interface.map(|r| r.base));
     }
     #[cfg(not(target_arch = "aarch64"))]
-    let _ = platform;
+    let _ = (platform, host_uart_intid);
 }
 
 /// Sets up this CPU's interface.
@@ -48,23 +60,92 @@ pub fn kick(cpu: usize, mpidr: u64) {
     let _ = (cpu, mpidr);
 }
 
-/// Takes every pending physical interrupt of this CPU. A kick needs no action of its own: the
-/// caller re-checks its state after this returns.
-pub fn handle_pending() {
+/// A vCPU is about to run for the first time on this CPU: an empty virtual CPU interface, then
+/// whatever its vGIC already holds for it.
+pub fn start_vcpu(vcpu: &mut Vcpu) {
+    #[cfg(target_arch = "aarch64")]
+    vgic_hw::reset_for_new_vcpu();
+    vcpu.vm.irq.mark_dirty(vcpu.index);
+    sync_list_registers(vcpu);
+}
+
+/// Brings this CPU's list registers and the vCPU's vGIC state together: what the guest did
+/// with the loaded interrupts goes back into the model, then the most urgent pending ones go in.
+pub fn sync_list_registers(vcpu: &mut Vcpu) {
+    #[cfg(target_arch = "aarch64")]
+    {
+        use vgic::ListRegister;
+        let n = vgic_hw::lr_count().min(16);
+        let v2 = vcpu.vm.irq.vgic.config().model == vgic::GicModel::V2;
+        let mut lrs = [ListRegister::INVALID; 16];
+        for (i, lr) in lrs[..n].iter_mut().enumerate() {
+            let raw = vgic_hw::read_lr(i);
+            *lr = if v2 { ListRegister::decode_v2(raw as u32) } else { ListRegister::decode_v3(raw) };
+        }
+        let vgic = &vcpu.vm.irq.vgic;
+        vgic.fold_lrs(vcpu.index, &lrs[..n]);
+        let fill = vgic.fill_lrs(vcpu.index, &mut lrs[..n]);
+        for (i, lr) in lrs[..n].iter().enumerate() {
+            vgic_hw::write_lr(i, if v2 { lr.encode_v2() as u64 } else { lr.encode_v3() });
+        }
+        // UIE: a maintenance interrupt once the list registers (nearly) drain, to load the
+        // interrupts that did not fit.
+        let hcr = vgic_hw::HCR_EN | if fill.more_pending { vgic_hw::HCR_UIE } else { 0 };
+        vgic_hw::write_hcr(hcr);
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    let _ = vcpu;
+}
+
+/// Takes every pending physical interrupt of this CPU and hands each to its owner: kicks need
+/// nothing more (the caller re-checks its state), the timers become virtual interrupts of the
+/// vCPU running here, host console input goes to the first VM's UART.
+pub fn handle_pending(mut vcpu: Option<&mut Vcpu>) {
     #[cfg(target_arch = "aarch64")]
     while let Some(intid) = gic::acknowledge() {
         if intid >= 1020 {
             break;
         }
-        if intid != SGI_KICK {
-            log::debug!("physical interrupt {intid} with no owner");
-        }
+        // EOImode = 1: this write only drops the running priority; deactivation is separate, so
+        // a hardware-mapped interrupt can stay active until the guest deactivates it.
         gic::end(intid);
+        match (intid, vcpu.as_deref_mut()) {
+            (VIRT_TIMER_INTID, Some(v)) => {
+                // Left active: the guest's EOI of virtual INTID 27 deactivates it (HW bit).
+                if let Ok(kicks) = v.vm.irq.vgic.raise_edge(VIRT_TIMER_INTID, v.index) {
+                    v.vm.irq.deliver(kicks);
+                }
+                v.vm.irq.mark_dirty(v.index);
+            }
+            (HYP_TIMER_INTID, Some(v)) => {
+                gic::deactivate(intid);
+                crate::timer::guest_ptimer_fired(v);
+            }
+            (VIRT_TIMER_INTID, None) => {
+                // No vCPU here any more: its timer is stale. Silence it.
+                crate::timer::disable_virtual_timer();
+                gic::deactivate(intid);
+            }
+            (HYP_TIMER_INTID, None) => {
+                crate::timer::disarm_hyp_timer();
+                gic::deactivate(intid);
+            }
+            _ => {
+                gic::deactivate(intid);
+                if gic::is_host_uart(intid) {
+                    crate::board::console::forward_input();
+                } else if intid != SGI_KICK && intid != MAINTENANCE_INTID {
+                    log::debug!("physical interrupt {intid} with no owner");
+                }
+            }
+        }
     }
+    #[cfg(not(target_arch = "aarch64"))]
+    let _ = &mut vcpu;
 }
 
-/// Handles an IRQ or FIQ exit.
-pub fn handle_physical_interrupt() -> Exit {
-    handle_pending();
+/// Handles an IRQ or FIQ exit; the exit path then refills the list registers.
+pub fn handle_physical_interrupt(vcpu: &mut Vcpu) -> Exit {
+    handle_pending(Some(vcpu));
     Exit::Resume
 }

@@ -32,3 +32,80 @@ pub fn frequency() -> u64 {
 }
 
 pub mod ptimer;
+
+use crate::vm::vcpu::Vcpu;
+use ptimer::Register;
+
+/// INTID of the guest's EL1 physical timer on the virtual board.
+const GUEST_PTIMER_INTID: u32 = crate::vm::virtual_board::PHYS_TIMER_INTID;
+
+/// A trapped guest access to CNTP_CTL/CVAL/TVAL_EL0: emulated on the vCPU's model, then the
+/// EL2 physical timer of this CPU is armed for the model's next deadline and the virtual line
+/// follows the model's level. Returns the value for a read.
+pub fn guest_ptimer_access(vcpu: &mut Vcpu, reg: Register, write: Option<u64>) -> u64 {
+    let now = physical_count();
+    match write {
+        None => vcpu.ptimer.read(reg, now),
+        Some(value) => {
+            vcpu.ptimer.write(reg, value, now);
+            update_guest_ptimer(vcpu, now);
+            0
+        }
+    }
+}
+
+/// The EL2 physical timer fired: the guest's physical timer reached its deadline.
+pub fn guest_ptimer_fired(vcpu: &mut Vcpu) {
+    update_guest_ptimer(vcpu, physical_count());
+}
+
+fn update_guest_ptimer(vcpu: &mut Vcpu, now: u64) {
+    match vcpu.ptimer.deadline(now) {
+        Some(deadline) => arch::arm_hyp_timer(deadline),
+        None => arch::disarm_hyp_timer(),
+    }
+    let level = vcpu.ptimer.level(now);
+    if let Ok(kicks) = vcpu.vm.irq.vgic.set_level(GUEST_PTIMER_INTID, vcpu.index, level) {
+        vcpu.vm.irq.deliver(kicks);
+    }
+    vcpu.vm.irq.mark_dirty(vcpu.index);
+}
+
+/// Stops this CPU's EL2 physical timer.
+pub fn disarm_hyp_timer() {
+    arch::disarm_hyp_timer();
+}
+
+/// Turns off the EL1 virtual timer of this CPU (a vCPU that left it running is gone).
+pub fn disable_virtual_timer() {
+    arch::disable_virtual_timer();
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arch {
+    use aarch64_cpu::registers::{CNTHP_CTL_EL2, CNTV_CTL_EL0};
+    use core::arch::asm;
+    use tock_registers::interfaces::Writeable;
+
+    /// CNTHP_CVAL_EL2 = `deadline`, CNTHP_CTL_EL2 = ENABLE (IMASK clear): PPI 26 at `deadline`.
+    pub fn arm_hyp_timer(deadline: u64) {
+        // SAFETY: programs this CPU's EL2 physical timer, which only Veil uses.
+        unsafe { asm!("msr cnthp_cval_el2, {}", in(reg) deadline, options(nostack)) };
+        CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET);
+    }
+
+    pub fn disarm_hyp_timer() {
+        CNTHP_CTL_EL2.set(0);
+    }
+
+    pub fn disable_virtual_timer() {
+        CNTV_CTL_EL0.set(0);
+    }
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+mod arch {
+    pub fn arm_hyp_timer(_deadline: u64) {}
+    pub fn disarm_hyp_timer() {}
+    pub fn disable_virtual_timer() {}
+}

@@ -60,18 +60,41 @@ pub fn handler_for(class: u8) -> Option<Handler> {
         ec::HVC64 => hvc,
         ec::SMC64 => smc,
         ec::SYS64 => |vcpu, s| sysreg::handle(vcpu, s.esr),
-        ec::DABT_LOWER => |vcpu, s| data_abort::handle(vcpu, s.esr, s.hpfar, s.far),
+        ec::DABT_LOWER => |vcpu, s| {
+            let exit = data_abort::handle(vcpu, s.esr, s.hpfar, s.far);
+            // A distributor or redistributor write may have made interrupts deliverable.
+            let kicks = vcpu.vm.irq.vgic.take_kicks();
+            if !kicks.is_empty() {
+                vcpu.vm.irq.deliver(kicks);
+            }
+            exit
+        },
         ec::IABT_LOWER => instruction_abort,
         _ => return None,
     };
     Some(handler)
 }
 
-/// WFI (trapped by HCR_EL2.TWI). WFI may complete at any time architecturally; with no virtual
-/// interrupts to wait for yet, Veil completes it at once and the guest re-checks its condition.
-fn wfx(vcpu: &mut Vcpu, _s: Syndrome) -> Exit {
+/// WFI (trapped by HCR_EL2.TWI): the vCPU waits for an interrupt, and so does its physical CPU
+/// (in WFI itself, not spinning) until a physical interrupt — its timers, a kick from another
+/// CPU, console input — gives the vCPU something to take, or its VM ends.
+fn wfx(vcpu: &mut Vcpu, s: Syndrome) -> Exit {
     vcpu.regs.skip_instruction();
-    Exit::Resume
+    if esr::wfx_is_wfe(s.esr.iss()) {
+        return Exit::Resume;
+    }
+    // What the guest did with its list registers must be in the model before asking it.
+    crate::interrupts::sync_list_registers(vcpu);
+    loop {
+        if vcpu.vm.irq.take_dirty(vcpu.index) {
+            crate::interrupts::sync_list_registers(vcpu);
+        }
+        if vcpu.vm.irq.vgic.has_deliverable(vcpu.index) || vcpu.vm.state() != crate::vm::VmState::Running {
+            return Exit::Resume;
+        }
+        arch::wait_for_interrupt();
+        crate::interrupts::handle_pending(Some(vcpu));
+    }
 }
 
 /// HVC: the preferred return address is already the next instruction.
@@ -135,13 +158,22 @@ extern "C" fn handle_guest_exit(_regs: *mut GuestRegs, kind: u64) {
     let vcpu = this.vcpu().expect("guest exit on a CPU that runs no vCPU");
     let outcome = match kind {
         kind::SYNC => sync_exit(vcpu, arch::read_syndrome()),
-        kind::IRQ | kind::FIQ => crate::interrupts::handle_physical_interrupt(),
+        kind::IRQ | kind::FIQ => {
+            let exit = crate::interrupts::handle_physical_interrupt(vcpu);
+            vcpu.vm.irq.mark_dirty(vcpu.index);
+            exit
+        }
         _ => {
             let syndrome = arch::read_syndrome();
             vcpu.vm.stop(format_args!("SError (ESR {:#x}) at PC {:#x}", syndrome.esr.0, vcpu.regs.pc));
             Exit::VmEnded
         }
     };
+    // New interrupts for this vCPU, or an interrupt exit (maintenance, timers): refill its list
+    // registers. Other exits leave them alone.
+    if outcome == Exit::Resume && vcpu.vm.irq.take_dirty(vcpu.index) {
+        crate::interrupts::sync_list_registers(vcpu);
+    }
     // Another vCPU of the same VM may have ended it meanwhile.
     if outcome != Exit::Resume || vcpu.vm.state() != crate::vm::VmState::Running {
         if let Some(vcpu) = this.take_vcpu() {
@@ -198,6 +230,10 @@ mod arch {
     pub fn read_syndrome() -> Syndrome {
         Syndrome { esr: Esr(ESR_EL2.get()), far: FAR_EL2.get(), hpfar: HPFAR_EL2.get() }
     }
+
+    pub fn wait_for_interrupt() {
+        aarch64_cpu::asm::wfi();
+    }
 }
 
 #[cfg(not(target_arch = "aarch64"))]
@@ -206,6 +242,8 @@ mod arch {
     pub fn read_syndrome() -> Syndrome {
         Syndrome { esr: Esr(0), far: 0, hpfar: 0 }
     }
+
+    pub fn wait_for_interrupt() {}
 }
 
 #[cfg(test)]

@@ -17,6 +17,10 @@ pub enum Behaviour {
     RazWi,
     /// Data-cache maintenance by set/way: with HCR_EL2.SWIO, done as clean+invalidate.
     SetWay,
+    /// A GICv3 SGI generation register (write-only): a virtual IPI through the vGIC.
+    Sgi(crate::interrupts::vgic::SgiRegister),
+    /// The EL1 physical timer (CNTHCTL_EL2.EL1PCEN = 0), emulated per vCPU.
+    PhysTimer(crate::timer::ptimer::Register),
     /// Not emulated: UNDEFINED for the guest.
     Undefined,
 }
@@ -57,8 +61,14 @@ pub fn classify(enc: SysRegEncoding) -> Entry {
         (3, 3, 14, 8..=15, _) => e("PMU event counter", RazWi),
         // LORegion registers, HCR_EL2.TLOR (hidden in ID_AA64MMFR1_EL1).
         (3, 0, 10, 4, 0..=3 | 7) => e("LORegion register", RazWi),
-        // The EL1 physical timer, CNTHCTL_EL2.EL1PCEN = 0: not yet emulated.
-        (3, 3, 14, 2, 0..=2) => e("CNTP_* timer register", Undefined),
+        // The EL1 physical timer, CNTHCTL_EL2.EL1PCEN = 0.
+        (3, 3, 14, 2, 0) => e("CNTP_TVAL_EL0", PhysTimer(crate::timer::ptimer::Register::Tval)),
+        (3, 3, 14, 2, 1) => e("CNTP_CTL_EL0", PhysTimer(crate::timer::ptimer::Register::Ctl)),
+        (3, 3, 14, 2, 2) => e("CNTP_CVAL_EL0", PhysTimer(crate::timer::ptimer::Register::Cval)),
+        // GICv3 SGI generation: writes trap while HCR_EL2.IMO = 1.
+        (3, 0, 12, 11, 5) => e("ICC_SGI1R_EL1", Sgi(crate::interrupts::vgic::SgiRegister::Sgi1r)),
+        (3, 0, 12, 11, 6) => e("ICC_ASGI1R_EL1", Sgi(crate::interrupts::vgic::SgiRegister::Asgi1r)),
+        (3, 0, 12, 11, 7) => e("ICC_SGI0R_EL1", Sgi(crate::interrupts::vgic::SgiRegister::Sgi0r)),
         // IMPLEMENTATION DEFINED space, HCR_EL2.TIDCP.
         (3, _, 11 | 15, _, _) => e("IMPLEMENTATION DEFINED register", Undefined),
         _ => e("unknown register", Undefined),
@@ -112,7 +122,21 @@ pub fn handle(vcpu: &mut Vcpu, esr: Esr) -> Exit {
                 }
             }
         }
-        (Behaviour::IdRegister, false) | (Behaviour::Undefined, _) => {
+        (Behaviour::Sgi(register), false) => {
+            let value = vcpu.regs.read(access.register);
+            let targets = vcpu.vm.irq.vgic.write_icc_sgir(vcpu.index, value, register);
+            vcpu.vm.irq.deliver(targets);
+        }
+        (Behaviour::PhysTimer(reg), read) => {
+            if read {
+                let value = crate::timer::guest_ptimer_access(vcpu, reg, None);
+                vcpu.regs.write(access.register, value);
+            } else {
+                let value = vcpu.regs.read(access.register);
+                crate::timer::guest_ptimer_access(vcpu, reg, Some(value));
+            }
+        }
+        (Behaviour::IdRegister, false) | (Behaviour::Sgi(_), true) | (Behaviour::Undefined, _) => {
             log_once(access.encoding, entry.name, vcpu);
             inject::undefined_instruction(&mut vcpu.regs);
             return Exit::Resume;
@@ -143,7 +167,8 @@ mod tests {
         assert_eq!(b(3, 1, 15, 2, 0), Behaviour::Undefined, "IMPDEF (Cortex-A72 CPUECTLR)");
         assert_eq!(b(3, 0, 11, 0, 0), Behaviour::Undefined);
         assert_eq!(b(3, 4, 1, 1, 0), Behaviour::Undefined, "HCR_EL2 from EL1");
-        assert_eq!(b(3, 3, 14, 2, 1), Behaviour::Undefined, "CNTP_CTL_EL0");
+        assert_eq!(b(3, 3, 14, 2, 1), Behaviour::PhysTimer(crate::timer::ptimer::Register::Ctl), "CNTP_CTL_EL0");
+        assert_eq!(b(3, 0, 12, 11, 5), Behaviour::Sgi(crate::interrupts::vgic::SgiRegister::Sgi1r), "ICC_SGI1R_EL1");
     }
 
     #[test]

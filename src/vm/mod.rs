@@ -21,6 +21,10 @@ use crate::devices::{
     pl031::{CounterClock, VirtualPl031},
     virtio_mmio::EmptyVirtioMmio,
 };
+use crate::interrupts::{
+    routing::{IrqRouting, RunningVcpu, VgicLine},
+    vgic::{self, Vgic, VgicConfig, VirtualGicd, VirtualGicr},
+};
 use crate::memory::{self, frames, stage2::{self, Stage2Table}};
 use alloc::{boxed::Box, format, string::String, sync::Arc, vec::Vec};
 use core::fmt;
@@ -30,6 +34,8 @@ use spin::Mutex;
 
 /// Most vCPUs one VM may have.
 pub const MAX_VCPUS: usize = 8;
+/// SPIs each VM's GIC has: INTIDs 32..128 cover every device of the virtual board.
+pub const NR_SPIS: u32 = 96;
 /// Room reserved in guest RAM for the DTB Veil writes for it.
 pub const GUEST_DTB_MAX: u64 = 64 << 10;
 
@@ -112,6 +118,8 @@ pub struct HostInfo {
     pub shared_console: bool,
     /// Wall-clock time (seconds since the Unix epoch) when the system counter read `.0`.
     pub wall_clock: (u64, u64),
+    /// GICv2: the host's virtual CPU interface (GICV), mapped into each guest at its GICC.
+    pub gicv: Option<crate::board::discovery::Region>,
 }
 
 /// One virtual machine.
@@ -124,6 +132,10 @@ pub struct Vm {
     /// VTTBR_EL2 while this VM runs.
     pub vttbr: u64,
     pub mmio: MmioBus,
+    /// The VM's UART, also reachable from the host console's input.
+    pub uart: Arc<VirtualPl011<VmConsole>>,
+    /// The VM's interrupt controller and the delivery of its interrupts.
+    pub irq: Arc<IrqRouting>,
     pub id_regs: IdRegs,
     pub gic: GuestGic,
     pub vcpu_count: usize,
@@ -150,6 +162,8 @@ pub enum VmError {
     Dtb(guest_dtb::GuestDtbError),
     DtbTooLarge { size: usize },
     Stage2(aarch64_paging::MapError),
+    GicMismatch { asked: u32 },
+    Vgic(vgic::ConfigError),
 }
 
 impl fmt::Display for VmError {
@@ -168,12 +182,17 @@ impl fmt::Display for VmError {
             VmError::Dtb(e) => write!(f, "cannot build the guest DTB: {e:?}"),
             VmError::DtbTooLarge { size } => write!(f, "guest DTB of {size} bytes exceeds {GUEST_DTB_MAX}"),
             VmError::Stage2(e) => write!(f, "cannot map guest RAM: {e:?}"),
+            VmError::GicMismatch { asked } => write!(
+                f,
+                "gic-version {asked} differs from the host's GIC; Veil gives guests the host's GIC version"
+            ),
+            VmError::Vgic(e) => write!(f, "cannot model its GIC: {e:?}"),
         }
     }
 }
 
 /// A VM's console output: to the host console, prefixed with the VM's name when shared.
-struct VmConsole {
+pub struct VmConsole {
     prefix: String,
 }
 
@@ -199,11 +218,16 @@ impl Vm {
         if size == 0 || size % memory::BLOCK_2M != 0 {
             return Err(VmError::MemorySize { size });
         }
+        // The guest's CPU interface is the hardware's virtual one, so its GIC version is the
+        // host's.
         let gic = match spec.gic_version {
-            Some(2) => GuestGic::V2,
-            Some(3) => GuestGic::V3,
-            _ => host.gic,
+            None => host.gic,
+            Some(2) if host.gic == GuestGic::V2 => GuestGic::V2,
+            Some(3) if host.gic == GuestGic::V3 => GuestGic::V3,
+            Some(asked) => return Err(VmError::GicMismatch { asked }),
         };
+        let vgic_model = if gic == GuestGic::V2 { vgic::GicModel::V2 } else { vgic::GicModel::V3 };
+        let vgic_config = VgicConfig::new(vgic_model, spec.cpus as usize, NR_SPIS).map_err(VmError::Vgic)?;
         let vcpu_count = spec.cpus as usize;
 
         let plan = loader::plan(
@@ -248,6 +272,17 @@ impl Vm {
             }
         }
 
+        // GICv2: the guest's CPU interface is the host's GICV, at the board's GICC address.
+        if let (GuestGic::V2, Some(gicv)) = (gic, host.gicv) {
+            let size = gicv.size.min(virtual_board::GICC_SIZE).min(0x2000);
+            if let Err(e) = table.map(virtual_board::GICC_BASE, gicv.base, size, stage2::DEVICE) {
+                for &(pa, size) in &blocks {
+                    frames::free_contiguous(pa, size);
+                }
+                return Err(VmError::Stage2(e));
+            }
+        }
+
         // Fill guest RAM. The plan guarantees every range lies inside it.
         for segment in &plan.segments {
             copy_to_guest(&ram, segment.ipa, segment.data);
@@ -259,15 +294,29 @@ impl Vm {
         copy_to_guest(&ram, plan.dtb_ipa, &dtb);
         memory::cache::invalidate_icache_all();
 
+        let vgic = Arc::new(Vgic::new(vgic_config));
+        // The virtual timer is the hardware's, delivered as a hardware-mapped interrupt: the
+        // guest's deactivation deactivates the physical PPI with no exit.
+        for v in 0..vcpu_count {
+            vgic.map_hw(virtual_board::VIRT_TIMER_INTID, v, Some(virtual_board::VIRT_TIMER_INTID))
+                .expect("the virtual timer PPI exists");
+        }
+        let irq = Arc::new(IrqRouting::new(vgic.clone(), placement.clone()));
+
         let line_buffered = host.shared_console;
         let prefix = if host.shared_console { format!("[{}] ", spec.name) } else { String::new() };
         let mut mmio = MmioBus::new();
-        mmio.add(
-            virtual_board::PL011_BASE,
-            virtual_board::PL011_SIZE,
-            Box::new(VirtualPl011::new(VmConsole { prefix }, line_buffered)),
-        )
-        .expect("an empty bus has no overlaps");
+        let uart_line = VgicLine { routing: irq.clone(), intid: virtual_board::spi_intid(virtual_board::PL011_SPI) };
+        let uart = Arc::new(VirtualPl011::with_irq(VmConsole { prefix }, line_buffered, Some(Box::new(uart_line))));
+        mmio.add(virtual_board::PL011_BASE, virtual_board::PL011_SIZE, Box::new(uart.clone()))
+            .expect("an empty bus has no overlaps");
+        mmio.add(virtual_board::GICD_BASE, vgic::GICD_WINDOW, Box::new(VirtualGicd::new(vgic.clone(), RunningVcpu)))
+            .expect("the virtual board's devices do not overlap");
+        if let Some(gicr) = VirtualGicr::new(vgic.clone()) {
+            let size = virtual_board::gicr_size(vcpu_count).expect("vCPU count checked above");
+            mmio.add(virtual_board::GICR_BASE, size, Box::new(gicr))
+                .expect("the virtual board's devices do not overlap");
+        }
         // The guest's RTC counts from the host's wall clock; its own writes shift only its view.
         let (base_count, base_seconds) = host.wall_clock;
         let clock = CounterClock::new(crate::timer::physical_count, crate::timer::frequency(), base_count, base_seconds);
@@ -281,7 +330,6 @@ impl Vm {
             Box::new(EmptyVirtioMmio::new()),
         )
         .expect("the virtual board's devices do not overlap");
-
         let vmid = (id + 1) as u8;
         // The boot vCPU starts at the kernel's entry with the DTB in x0 (the Linux boot
         // protocol); the others wait for the guest's PSCI CPU_ON.
@@ -297,6 +345,8 @@ impl Vm {
             vttbr: stage2::vttbr(table.root(), vmid),
             stage2: Mutex::new(table),
             mmio,
+            uart,
+            irq,
             id_regs: IdRegs::sanitize(&host.id_regs, gic, stage2::GUEST_PA_RANGE),
             gic,
             vcpu_count,

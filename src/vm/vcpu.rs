@@ -14,6 +14,8 @@ pub struct Vcpu {
     pub index: usize,
     /// The MPIDR_EL1 the guest reads (VMPIDR_EL2): bit 31 RES1, Aff0 = index.
     pub mpidr: u64,
+    /// The guest's EL1 physical timer, emulated (CNTHCTL_EL2.EL1PCEN = 0).
+    pub ptimer: crate::timer::ptimer::PhysTimer,
 }
 
 const _: () = assert!(core::mem::offset_of!(Vcpu, regs) == 0);
@@ -26,7 +28,7 @@ impl Vcpu {
         regs.x[0] = arg;
         regs.pc = entry;
         regs.spsr = SPSR_EL1H_MASKED;
-        Vcpu { regs, vm, index, mpidr: mpidr_for(index) }
+        Vcpu { regs, vm, index, mpidr: mpidr_for(index), ptimer: Default::default() }
     }
 }
 

@@ -15,8 +15,17 @@ register_bitfields! {u32,
     FR [
         /// Transmit FIFO full: wait before writing DR.
         TXFF OFFSET(5) NUMBITS(1) [],
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) [],
         /// UART busy transmitting.
         BUSY OFFSET(3) NUMBITS(1) []
+    ],
+    /// Interrupt Mask Set/Clear Register.
+    IMSC [
+        /// Receive timeout interrupt.
+        RTIM OFFSET(6) NUMBITS(1) [],
+        /// Receive interrupt.
+        RXIM OFFSET(4) NUMBITS(1) []
     ],
     /// Control Register.
     CR [
@@ -34,7 +43,11 @@ register_structs! {
         (0x18 => FR: ReadOnly<u32, FR::Register>),
         (0x1c => _reserved1),
         (0x30 => CR: ReadWrite<u32, CR::Register>),
-        (0x34 => @END),
+        (0x34 => _reserved2),
+        (0x38 => IMSC: ReadWrite<u32, IMSC::Register>),
+        (0x3c => _reserved3),
+        (0x44 => ICR: ReadWrite<u32>),
+        (0x48 => @END),
     }
 }
 
@@ -80,6 +93,18 @@ impl Pl011 {
             }
             self.put_byte(byte);
         }
+    }
+
+    /// A received byte, if one is waiting.
+    pub fn read_byte(&self) -> Option<u8> {
+        if self.regs().FR.is_set(FR::RXFE) { None } else { Some(self.regs().DR.get() as u8) }
+    }
+
+    /// Raises the UART's interrupt when input arrives (receive and receive-timeout), so typed
+    /// characters wake Veil even when every CPU is idle.
+    pub fn enable_rx_interrupt(&self) {
+        self.regs().ICR.set(0x7ff);
+        self.regs().IMSC.write(IMSC::RXIM::SET + IMSC::RTIM::SET);
     }
 
     /// Waits until every queued byte has left the UART (before power-off).

@@ -36,8 +36,22 @@ static GIC: Once<Gic> = Once::new();
 static GICV2_TARGET: [core::sync::atomic::AtomicU8; crate::cpu::MAX_CPUS] =
     [const { core::sync::atomic::AtomicU8::new(0) }; crate::cpu::MAX_CPUS];
 
-/// Sets up the distributor (boot CPU, once). Every interrupt starts disabled.
-pub fn init(info: &GicInfo, cpu_count: usize) {
+/// The host console UART's INTID (0 = none), routed to the boot CPU.
+static HOST_UART_INTID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+/// GICv2: the physical CPU interface, for GICC_DIR.
+static GICV2_GICC: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Whether `intid` is the host console's receive interrupt.
+pub fn is_host_uart(intid: u32) -> bool {
+    intid != 0 && intid == HOST_UART_INTID.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sets up the distributor (boot CPU, once). Every interrupt starts disabled but the host
+/// console's, which goes to the boot CPU.
+pub fn init(info: &GicInfo, cpu_count: usize, host_uart_intid: Option<u32>) {
+    if let Some(gicc) = info.cpu_interface {
+        GICV2_GICC.store(gicc.base as usize, core::sync::atomic::Ordering::Relaxed);
+    }
     GIC.call_once(|| {
         let driver = match info.version {
             GicVersion::V2 => {
@@ -70,6 +84,24 @@ pub fn init(info: &GicInfo, cpu_count: usize) {
         };
         Gic { driver: Mutex::new(driver), version: info.version }
     });
+    if let (Some(intid), Some(gic)) = (host_uart_intid.filter(|&i| i >= 32), GIC.get()) {
+        HOST_UART_INTID.store(intid, core::sync::atomic::Ordering::Relaxed);
+        let id = intid_from_raw(intid);
+        match &mut *gic.driver.lock() {
+            Driver::V2(g) => {
+                g.set_interrupt_priority(id, 0xa0);
+                // GICD_ITARGETSR<n>: one byte per INTID; send it to the boot CPU's interface.
+                let target = GICV2_TARGET[0].load(core::sync::atomic::Ordering::Relaxed).max(1);
+                // SAFETY: a byte-accessible distributor register of the mapped GICD.
+                unsafe { core::ptr::write_volatile((gic_v2_gicd_base() + 0x800 + intid as usize) as *mut u8, target) };
+                let _ = g.enable_interrupt(id, true);
+            }
+            Driver::V3(g) => {
+                let _ = g.set_interrupt_priority(id, None, 0xa0);
+                let _ = g.enable_interrupt(id, None, true);
+            }
+        }
+    }
 }
 
 /// Brings up this CPU's interface (and redistributor) and enables the SGIs Veil uses.
@@ -89,7 +121,18 @@ pub fn init_this_cpu(index: usize) {
                 g.set_interrupt_priority(IntId::sgi(sgi), 0x80);
                 let _ = g.enable_interrupt(IntId::sgi(sgi), true);
             }
+            for ppi in crate::interrupts::PPI_ALL {
+                g.set_interrupt_priority(intid_from_raw(ppi), 0x80);
+                let _ = g.enable_interrupt(intid_from_raw(ppi), true);
+            }
             g.set_priority_mask(0xff);
+            // GICC_CTLR.EOImodeNS (bit 9): EOIR drops priority only; GICC_DIR deactivates.
+            let ctlr = GICV2_GICC.load(core::sync::atomic::Ordering::Relaxed);
+            // SAFETY: GICC_CTLR of the mapped, banked CPU interface.
+            unsafe {
+                let v = core::ptr::read_volatile(ctlr as *const u32);
+                core::ptr::write_volatile(ctlr as *mut u32, v | (1 << 9));
+            }
         }
         Driver::V3(g) => {
             if index != 0 {
@@ -101,7 +144,18 @@ pub fn init_this_cpu(index: usize) {
                 let _ = g.set_interrupt_priority(IntId::sgi(sgi), Some(index), 0x80);
                 let _ = g.enable_interrupt(IntId::sgi(sgi), Some(index), true);
             }
+            for ppi in crate::interrupts::PPI_ALL {
+                let _ = g.set_interrupt_priority(intid_from_raw(ppi), Some(index), 0x80);
+                let _ = g.enable_interrupt(intid_from_raw(ppi), Some(index), true);
+            }
             GicCpuInterface::set_priority_mask(0xff);
+            // ICC_CTLR_EL1.EOImode (bit 1): EOIR1 drops priority only; ICC_DIR_EL1 deactivates.
+            // SAFETY: this CPU's own physical CPU interface control.
+            unsafe {
+                let v: u64;
+                core::arch::asm!("mrs {}, S3_0_C12_C12_4", out(reg) v, options(nomem, nostack));
+                core::arch::asm!("msr S3_0_C12_C12_4, {}", "isb", in(reg) v | (1 << 1), options(nostack));
+            }
         }
     }
 }
@@ -163,7 +217,24 @@ pub fn acknowledge() -> Option<u32> {
     }
 }
 
-/// Ends (drops priority and deactivates) interrupt `intid` on this CPU.
+/// Deactivates interrupt `intid` on this CPU (EOImode = 1: after [`end`]).
+pub fn deactivate(intid: u32) {
+    let Some(gic) = GIC.get() else { return };
+    match gic.version {
+        GicVersion::V2 => {
+            let gicc = GICV2_GICC.load(core::sync::atomic::Ordering::Relaxed);
+            // SAFETY: GICC_DIR, at 0x1000 in the mapped CPU interface.
+            unsafe { core::ptr::write_volatile((gicc + 0x1000) as *mut u32, intid) };
+        }
+        GicVersion::V3 => {
+            // SAFETY: ICC_DIR_EL1 only deactivates the interrupt named.
+            unsafe { core::arch::asm!("msr S3_0_C12_C11_1, {}", in(reg) intid as u64, options(nostack)) };
+        }
+    }
+}
+
+/// Drops the running priority of interrupt `intid` on this CPU (EOImode = 1: it stays active
+/// until [`deactivate`] or, for a hardware-mapped one, the guest's deactivation).
 pub fn end(intid: u32) {
     let Some(gic) = GIC.get() else { return };
     match gic.version {
