@@ -5,8 +5,9 @@
 //! Modules: `board` (boards/*.toml), `image` (cargo + llvm-objcopy), `package` (the VM package
 //! writer), `qemu` (finding and running QEMU), `launch` (one boot, shared by `run` and `test`),
 //! `scenario` (scenario files and judging a console), `hosttest` (`cargo test` and libtest's
-//! summaries), `size` and `workspace` (small shared helpers).
+//! summaries), `bench` (`cargo xtask bench`), `size` and `workspace` (small shared helpers).
 
+mod bench;
 mod board;
 mod cpio;
 mod hosttest;
@@ -75,6 +76,9 @@ enum Command {
     /// Fetch Debian's arm64 Linux and busybox, pack an initramfs, and boot them (see
     /// xtask/src/linux.rs); `--bare` boots them on QEMU without Veil, as a check.
     Linux(linux::LinuxArgs),
+    /// Instructions per exit, emulated access and interrupt: the bench guest on Veil (release,
+    /// -icount) against the same guest on bare QEMU, with the targets (docs/BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&ws, args),
         Command::Test(args) => test(&ws, &args),
         Command::Linux(args) => linux::main(&ws, &args),
+        Command::Bench(args) => bench::run(&ws, &args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -325,6 +330,9 @@ fn scenarios(ws: &Workspace, args: &TestArgs, tally: &mut Tally) {
             let seconds = outcome.elapsed.as_secs_f64();
             println!("ok   {} ({seconds:.1} s)", scenario.name);
             tally.passed += 1;
+            if scenario.guest == "linux" {
+                linux::compare_with_bare(ws, &launch, &outcome.console);
+            }
             continue;
         }
         println!("FAIL {}: {}", scenario.name, problems.join("; "));

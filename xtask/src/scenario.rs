@@ -7,7 +7,8 @@
 //! board = "qemu-virt"            # default "qemu-virt"
 //! gic = 3                        # default 3
 //! smp = 1                        # default 1
-//! guest = "tiny"                 # default "tiny" (the bundled guest); else a path from the root
+//! guest = "tiny"                 # default "tiny"; "tiny", "bench" and "linux" are the bundled guests,
+//!                                # anything else a path from the root
 //! initrd = "path"                # optional, a path from the root
 //! mem = "128M"                   # guest RAM, default "128M"
 //! cmdline = "tiny.test=unmapped" # the guest's bootargs, default none
@@ -181,18 +182,25 @@ pub fn load(ws: &Workspace) -> Result<Vec<Scenario>> {
 impl Scenario {
     /// The boot this scenario asks for; fails early on a guest or initrd file that is missing.
     pub fn launch(&self, ws: &Workspace, profile: Profile) -> Result<Launch> {
-        let files = [
-            (self.guest != "tiny").then_some(&self.guest),
-            self.initrd.as_ref(),
-        ];
+        let bundled = matches!(self.guest.as_str(), "tiny" | "bench" | "linux");
+        let files = [(!bundled).then_some(&self.guest), self.initrd.as_ref()];
         for path in files.into_iter().flatten() {
             if !ws.root.join(path).is_file() {
                 bail!("no file {path} (paths in {FILE} are relative to the repository root)");
             }
         }
+        // "linux": Debian's arm64 kernel and the busybox initramfs, fetched and cached by
+        // `cargo xtask linux` (target/linux/).
+        let linux = if self.guest == "linux" { Some(crate::linux::prepare(ws)?) } else { None };
         let guest = match self.guest.as_str() {
             "tiny" => Guest::Tiny,
+            "bench" => Guest::Bench,
+            "linux" => Guest::File(linux.as_ref().expect("prepared above").image.clone()),
             path => Guest::File(ws.root.join(path)),
+        };
+        let initrd = match &linux {
+            Some(artifacts) if self.initrd.is_none() => Some(artifacts.initramfs.clone()),
+            _ => self.initrd.as_ref().map(|path| ws.root.join(path)),
         };
         Ok(Launch {
             board: self.board.clone(),
@@ -201,7 +209,7 @@ impl Scenario {
             smp: self.smp,
             memory: size::parse_guest_memory(&self.mem)?,
             guest,
-            initrd: self.initrd.as_ref().map(|path| ws.root.join(path)),
+            initrd,
             cmdline: Some(self.cmdline.clone()).filter(|c| !c.is_empty()),
             timeout: Some(Duration::from_secs(self.timeout)),
             icount: self.icount,
@@ -353,6 +361,14 @@ mod tests {
         };
         let guest = file.launch(&ws, Profile::Debug).unwrap().guest;
         assert_eq!(guest, Guest::File(root.join("Cargo.toml")));
+        let bench = Scenario {
+            guest: "bench".into(),
+            ..scenarios[0].clone()
+        };
+        assert_eq!(
+            bench.launch(&ws, Profile::Debug).unwrap().guest,
+            Guest::Bench
+        );
         let missing = Scenario {
             guest: "guests/Image".into(),
             ..scenarios[0].clone()
