@@ -1,6 +1,6 @@
 //! Building the images QEMU boots: Veil for a board (`target/<board>/<profile>/veil.bin`) and the
-//! bundled tiny guest (`target/guests/tiny.bin`), each compiled by cargo and then turned from an
-//! ELF into a raw binary with the toolchain's `llvm-objcopy`.
+//! bundled guests (`target/guests/tiny.bin`, `target/guests/bench.bin`), each compiled by cargo
+//! and then turned from an ELF into a raw binary with the toolchain's `llvm-objcopy`.
 //!
 //! A raw binary because QEMU passes the DTB address in x0 only for raw images and arm64 Images,
 //! not for ELF files.
@@ -19,6 +19,7 @@ pub const HYPERVISOR_TARGET: &str = "aarch64-unknown-none-softfloat";
 pub const HYPERVISOR_PACKAGE: &str = "veil";
 pub const GUEST_TARGET: &str = "aarch64-unknown-none";
 pub const TINY_PACKAGE: &str = "veil-guest-tiny";
+pub const BENCH_PACKAGE: &str = "veil-guest-bench";
 
 /// A built hypervisor image.
 #[derive(Clone, Debug)]
@@ -46,9 +47,20 @@ pub fn build_hypervisor(ws: &Workspace, board: &str, profile: Profile) -> Result
 /// Builds the bundled tiny guest (always release: it is small and fast either way) and makes
 /// `target/guests/tiny.bin`.
 pub fn build_tiny_guest(ws: &Workspace) -> Result<(PathBuf, u64)> {
-    let args = ["-p", TINY_PACKAGE, "--target", GUEST_TARGET, "--release"];
-    let elf = cargo_build(ws, &args, &[], TINY_PACKAGE).context("building the tiny guest")?;
-    let bin = ws.guests_dir().join("tiny.bin");
+    build_guest(ws, TINY_PACKAGE, "tiny")
+}
+
+/// Builds the bundled benchmark guest (release, like tiny) and makes `target/guests/bench.bin`.
+pub fn build_bench_guest(ws: &Workspace) -> Result<(PathBuf, u64)> {
+    build_guest(ws, BENCH_PACKAGE, "bench")
+}
+
+/// Builds guest `package` and makes `target/guests/<name>.bin`.
+fn build_guest(ws: &Workspace, package: &str, name: &str) -> Result<(PathBuf, u64)> {
+    let args = ["-p", package, "--target", GUEST_TARGET, "--release"];
+    let elf = cargo_build(ws, &args, &[], package)
+        .with_context(|| format!("building the {name} guest"))?;
+    let bin = ws.guests_dir().join(format!("{name}.bin"));
     let size = objcopy(ws, &elf, &bin)?;
     Ok((bin, size))
 }

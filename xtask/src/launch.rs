@@ -1,6 +1,7 @@
-//! One boot of Veil under QEMU with one VM: the path that `cargo xtask run` and every scenario of
-//! `cargo xtask test` take. Reads the user's files, makes sure QEMU is there, builds Veil (once
-//! per board and profile) and the tiny guest (once), writes the VM package, starts QEMU.
+//! One boot of Veil under QEMU with one VM: the path that `cargo xtask run`, every scenario of
+//! `cargo xtask test` and `cargo xtask bench` take. Reads the user's files, makes sure QEMU is
+//! there, builds Veil (once per board and profile) and a bundled guest (once each), writes the
+//! VM package, starts QEMU.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -21,6 +22,8 @@ use crate::workspace::{Profile, Workspace, describe, shell_quote};
 pub enum Guest {
     /// The bundled tiny guest, built from tests/guests/tiny.
     Tiny,
+    /// The bundled benchmark guest, built from tests/guests/bench.
+    Bench,
     /// A file: an arm64 Image, an ELF or a raw binary.
     File(PathBuf),
 }
@@ -57,8 +60,13 @@ impl Launch {
         if self.profile == Profile::Release {
             words.push("--release".into());
         }
-        if let Guest::File(path) = &self.guest {
-            words.push(format!("--guest {}", shell_quote(ws.short(path))));
+        match &self.guest {
+            Guest::Tiny => {}
+            Guest::Bench => {
+                let bin = ws.guests_dir().join("bench.bin");
+                words.push(format!("--guest {}", shell_quote(ws.short(&bin))));
+            }
+            Guest::File(path) => words.push(format!("--guest {}", shell_quote(ws.short(path)))),
         }
         if let Some(initrd) = &self.initrd {
             words.push(format!("--initrd {}", shell_quote(ws.short(initrd))));
@@ -102,7 +110,8 @@ impl Notes {
 pub struct Launcher {
     ws: Workspace,
     hypervisors: HashMap<(String, Profile), std::result::Result<Hypervisor, String>>,
-    tiny: Option<std::result::Result<PathBuf, String>>,
+    /// Bundled guests built so far, by name.
+    guests: HashMap<&'static str, std::result::Result<PathBuf, String>>,
     qemu: Option<std::result::Result<qemu::Version, String>>,
 }
 
@@ -111,7 +120,7 @@ impl Launcher {
         Launcher {
             ws,
             hypervisors: HashMap::new(),
-            tiny: None,
+            guests: HashMap::new(),
             qemu: None,
         }
     }
@@ -130,7 +139,7 @@ impl Launcher {
         // The user's files first: a typo should not have to wait for a build.
         let user_kernel = match &launch.guest {
             Guest::File(path) => Some((path.clone(), read_input(path, "--guest")?)),
-            Guest::Tiny => None,
+            Guest::Tiny | Guest::Bench => None,
         };
         let initrd = launch
             .initrd
@@ -152,9 +161,14 @@ impl Launcher {
         let (name, path, kernel) = match user_kernel {
             Some((path, bytes)) => (package::vm_name_for(&path), path, bytes),
             None => {
-                let path = self.tiny()?;
-                let bytes = read_input(&path, "the tiny guest")?;
-                ("tiny".to_string(), path, bytes)
+                let name = if launch.guest == Guest::Bench {
+                    "bench"
+                } else {
+                    "tiny"
+                };
+                let path = self.bundled_guest(name)?;
+                let bytes = read_input(&path, &format!("the {name} guest"))?;
+                (name.to_string(), path, bytes)
             }
         };
         notes.note(format!(
@@ -256,7 +270,8 @@ impl Launcher {
         checked.clone().map_err(|e| anyhow!(e))
     }
 
-    fn hypervisor(&mut self, board: &str, profile: Profile) -> Result<Hypervisor> {
+    /// Veil built for `board` with `profile` (once per pair).
+    pub fn hypervisor(&mut self, board: &str, profile: Profile) -> Result<Hypervisor> {
         let ws = &self.ws;
         let built = self
             .hypervisors
@@ -267,12 +282,16 @@ impl Launcher {
         built.clone().map_err(|e| anyhow!(e))
     }
 
-    fn tiny(&mut self) -> Result<PathBuf> {
+    /// The raw binary of bundled guest `name` ("tiny" or "bench"), built once.
+    pub fn bundled_guest(&mut self, name: &'static str) -> Result<PathBuf> {
         let ws = &self.ws;
-        let built = self.tiny.get_or_insert_with(|| {
-            image::build_tiny_guest(ws)
-                .map(|(bin, _)| bin)
-                .map_err(|e| format!("{e:#}"))
+        let built = self.guests.entry(name).or_insert_with(|| {
+            let build = if name == "bench" {
+                image::build_bench_guest
+            } else {
+                image::build_tiny_guest
+            };
+            build(ws).map(|(bin, _)| bin).map_err(|e| format!("{e:#}"))
         });
         built.clone().map_err(|e| anyhow!(e))
     }
@@ -328,6 +347,16 @@ mod tests {
             icount: true,
             ..launch()
         };
+        let bench = Launch {
+            guest: Guest::Bench,
+            cmdline: Some("bench.quick".into()),
+            ..launch()
+        };
+        assert_eq!(
+            bench.run_command(&ws),
+            "cargo xtask run --board qemu-virt --gic 2 --smp 1 --mem 128M \
+             --guest target/guests/bench.bin --cmdline bench.quick"
+        );
         assert_eq!(
             linux.run_command(&ws),
             "cargo xtask run --board qemu-virt --gic 2 --smp 1 --mem 1G --release --guest guests/Image \

@@ -7,6 +7,10 @@
 //
 // Operands filled in by entry.rs: CPACR_FPEN_NO_TRAP, STACK_SIZE, stacks (the stack array),
 // rust_start and secondary_start (the Rust entry points).
+//
+// The very first instruction reads the physical counter, before anything else can add to it:
+// under QEMU's -icount that is how many instructions ran from machine start to the guest
+// (entry::boot_counter). x19 carries it past set-up, which clobbers only x1 and x2.
 
 .macro ADDR reg, symbol
     adrp    \reg, \symbol
@@ -16,6 +20,8 @@
 .section .text.entry, "ax"
 .global _start
 _start:
+    // No ISB before it: no earlier guest instruction exists to order it against.
+    mrs     x19, cntpct_el0
     // x0 (the DTB) is left untouched until rust_start takes it as its argument.
     bl      .Lcpu_setup
 
@@ -32,7 +38,8 @@ _start:
     // data accesses are Device memory, where DC ZVA faults.
     stp     xzr, xzr, [x1], #16
     b       0b
-1:  bl      {rust_start}
+1:  mov     x1, x19
+    bl      {rust_start}
     // rust_start never returns; stay here if it ever did rather than run into whatever follows.
 2:  wfi
     b       2b
