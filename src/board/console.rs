@@ -60,11 +60,9 @@ pub fn print(args: fmt::Arguments) {
 /// Prints raw bytes from a guest (already line-assembled by its virtual UART).
 pub fn write_bytes(prefix: &str, bytes: &[u8]) {
     let write = |u: &Pl011| {
+        // Guests' bytes go out as they are: a guest's tty already turns "\n" into "\r\n".
         u.write_str(prefix);
         for &b in bytes {
-            if b == b'\n' {
-                u.put_byte(b'\r');
-            }
             u.put_byte(b);
         }
     };
@@ -102,18 +100,29 @@ macro_rules! println {
 /// Lets console input raise the UART's interrupt (once the GIC routes it to Veil).
 pub fn enable_input() {
     if CONSOLE_BASE.load(Ordering::Acquire) != 0 {
-        uart().enable_rx_interrupt();
+        uart().clear_interrupts();
+        uart().set_rx_interrupt(true);
     }
 }
 
-/// Moves every byte typed on the host console to the first VM's UART: the console's input
-/// belongs to VM 0.
+/// Moves bytes typed on the host console to the first VM's UART (the console's input belongs
+/// to VM 0), as many as its receive FIFO takes. The rest wait in the host UART, whose interrupt
+/// is masked meanwhile; the VM's UART calls this again once the guest has drained its FIFO.
 pub fn forward_input() {
     let uart = uart();
-    let vm = crate::vm::registry::get(0);
-    while let Some(byte) = uart.read_byte() {
-        if let Some(vm) = &vm {
-            vm.uart.push_input(byte);
+    let Some(vm) = crate::vm::registry::get(0) else {
+        while uart.read_byte().is_some() {}
+        return;
+    };
+    loop {
+        if !vm.uart.rx_has_room() {
+            uart.set_rx_interrupt(false);
+            return;
+        }
+        match uart.read_byte() {
+            Some(byte) => vm.uart.push_input(byte),
+            None => break,
         }
     }
+    uart.set_rx_interrupt(true);
 }

@@ -75,6 +75,10 @@ pub struct VirtualPl011<S: ConsoleSink> {
     line_buffered: bool,
     /// UARTINTR, the combined interrupt output (RIS & IMSC), if wired.
     irq: Option<Box<dyn IrqLine>>,
+    /// Called (without the UART's lock) when the guest has emptied the receive FIFO, so that
+    /// whoever feeds it can send more: input is never read from its source faster than the
+    /// guest takes it, and so never dropped here.
+    rx_drained: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl<S: ConsoleSink> VirtualPl011<S> {
@@ -104,7 +108,19 @@ impl<S: ConsoleSink> VirtualPl011<S> {
             sink,
             line_buffered,
             irq,
+            rx_drained: None,
         }
+    }
+
+    /// Sets the hook called when the guest empties the receive FIFO.
+    pub fn on_rx_drained(mut self, hook: Box<dyn Fn() + Send + Sync>) -> Self {
+        self.rx_drained = Some(hook);
+        self
+    }
+
+    /// Whether the receive FIFO can take another byte.
+    pub fn rx_has_room(&self) -> bool {
+        self.state.lock().rx.len() < RX_FIFO_DEPTH
     }
 
     /// Tells the interrupt line about a change of RIS & IMSC.
@@ -159,10 +175,16 @@ impl<S: ConsoleSink> MmioDevice for VirtualPl011<S> {
         let mut s = self.state.lock();
         let value = match offset {
             reg::DR => {
+                let had_input = !s.rx.is_empty();
                 let byte = s.rx.pop_front().unwrap_or(0);
-                if s.rx.is_empty() {
+                if had_input && s.rx.is_empty() {
                     s.ris &= !INT_RX;
                     self.update_line(&mut s);
+                    drop(s);
+                    if let Some(hook) = &self.rx_drained {
+                        hook();
+                    }
+                    return Ok(byte as u64);
                 }
                 byte as u32
             }
@@ -310,6 +332,29 @@ mod tests {
         assert_eq!(uart.read(reg::DR, 4).unwrap(), b'z' as u64);
         // Only changes are reported.
         assert_eq!(*line.0.lock().unwrap(), vec![true, false, true, false]);
+    }
+
+    #[test]
+    fn drained_hook_runs_when_the_fifo_empties() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        let uart = VirtualPl011::new(Capture::default(), false)
+            .on_rx_drained(Box::new(|| {
+                CALLS.fetch_add(1, Ordering::SeqCst);
+            }));
+        uart.push_input(1);
+        uart.push_input(2);
+        assert!(uart.rx_has_room());
+        uart.read(reg::DR, 4).unwrap();
+        assert_eq!(CALLS.load(Ordering::SeqCst), 0);
+        uart.read(reg::DR, 4).unwrap();
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+        uart.read(reg::DR, 4).unwrap();
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1, "reading an empty FIFO is no news");
+        for i in 0..RX_FIFO_DEPTH {
+            uart.push_input(i as u8);
+        }
+        assert!(!uart.rx_has_room());
     }
 
     #[test]

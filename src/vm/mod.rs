@@ -307,7 +307,12 @@ impl Vm {
         let prefix = if host.shared_console { format!("[{}] ", spec.name) } else { String::new() };
         let mut mmio = MmioBus::new();
         let uart_line = VgicLine { routing: irq.clone(), intid: virtual_board::spi_intid(virtual_board::PL011_SPI) };
-        let uart = Arc::new(VirtualPl011::with_irq(VmConsole { prefix }, line_buffered, Some(Box::new(uart_line))));
+        let mut uart = VirtualPl011::with_irq(VmConsole { prefix }, line_buffered, Some(Box::new(uart_line)));
+        if id == 0 {
+            // The host console's input goes to VM 0; more may wait once the guest drained some.
+            uart = uart.on_rx_drained(Box::new(crate::board::console::forward_input));
+        }
+        let uart = Arc::new(uart);
         mmio.add(virtual_board::PL011_BASE, virtual_board::PL011_SIZE, Box::new(uart.clone()))
             .expect("an empty bus has no overlaps");
         mmio.add(virtual_board::GICD_BASE, vgic::GICD_WINDOW, Box::new(VirtualGicd::new(vgic.clone(), RunningVcpu)))

@@ -100,11 +100,19 @@ impl Pl011 {
         if self.regs().FR.is_set(FR::RXFE) { None } else { Some(self.regs().DR.get() as u8) }
     }
 
-    /// Raises the UART's interrupt when input arrives (receive and receive-timeout), so typed
-    /// characters wake Veil even when every CPU is idle.
-    pub fn enable_rx_interrupt(&self) {
+    /// Clears every pending interrupt condition (ICR).
+    pub fn clear_interrupts(&self) {
         self.regs().ICR.set(0x7ff);
-        self.regs().IMSC.write(IMSC::RXIM::SET + IMSC::RTIM::SET);
+    }
+
+    /// Whether input raises the UART's interrupt (receive and receive-timeout), so typed
+    /// characters wake Veil even when every CPU is idle.
+    pub fn set_rx_interrupt(&self, enabled: bool) {
+        if enabled {
+            self.regs().IMSC.write(IMSC::RXIM::SET + IMSC::RTIM::SET);
+        } else {
+            self.regs().IMSC.set(0);
+        }
     }
 
     /// Waits until every queued byte has left the UART (before power-off).
