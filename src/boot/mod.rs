@@ -316,18 +316,9 @@ fn create_vms(platform: &Platform) {
                 continue;
             }
         };
-        let placement = match placement {
-            Ok(p) => p,
-            Err(e) => {
-                log::error!(
-                    "VM {index} \"{}\" not created: it has {} vCPUs but only {} of {cpus} CPUs are free; \
-                     give the machine more CPUs (QEMU -smp) or the VM fewer",
-                    spec.name,
-                    e.wanted,
-                    e.free
-                );
-                continue;
-            }
+        let Ok(placement) = placement else {
+            log::error!("VM {index} \"{}\" not created: it has no vCPUs", spec.name);
+            continue;
         };
         match Vm::create(index, &spec, &host, placement.clone()) {
             Ok(vm) => {
@@ -343,7 +334,9 @@ fn create_vms(platform: &Platform) {
                     vm::loader::detect(spec.kernel),
                 );
                 for (vcpu, &cpu) in placement.iter().enumerate() {
-                    cpu::assign(cpu, index, vcpu);
+                    if !cpu::assign(cpu, index, vcpu) {
+                        vm.stop(format_args!("CPU {cpu} already runs {} vCPUs", cpu::MAX_VCPUS_PER_CPU));
+                    }
                 }
                 registry::register(vm);
             }

@@ -6,13 +6,46 @@
 
 use crate::traps::context::GuestRegs;
 use crate::vm::vcpu::Vcpu;
-use alloc::boxed::Box;
+use alloc::{boxed::Box, vec::Vec};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
+
+pub mod sched;
+
+pub use sched::idle;
 
 #[cfg(target_arch = "aarch64")]
 #[path = "_arch/aarch64/el2.rs"]
 pub mod el2;
+
+#[cfg(target_arch = "aarch64")]
+#[path = "_arch/aarch64/context.rs"]
+pub mod context;
+
+/// Host builds: the same state as plain data, never loaded into hardware.
+#[cfg(not(target_arch = "aarch64"))]
+pub mod context {
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct El1Context {
+        pub cntv_cval: u64,
+        pub cntv_ctl: u64,
+    }
+    impl El1Context {
+        pub fn reset() -> Self {
+            Self::default()
+        }
+        pub fn save(&mut self) {}
+        pub fn restore(&self) {}
+    }
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct FpContext;
+    impl FpContext {
+        pub fn save(&mut self) {}
+        pub fn restore(&self) {}
+    }
+    pub fn trap_fp(_trap: bool) {}
+    pub fn silence_virtual_timer() {}
+}
 
 /// Most physical CPUs Veil drives (`MAX_CPUS` in `linker/veil.ld`).
 pub const MAX_CPUS: usize = 8;
@@ -21,14 +54,20 @@ pub const MAX_CPUS: usize = 8;
 /// (`traps/_arch/aarch64/vectors.s`) at fixed offsets.
 #[repr(C)]
 pub struct PerCpu {
-    /// Offset 0: the register file of the vCPU running here.
+    /// Offset 0: the register file of the vCPU loaded here.
     guest_regs: *mut GuestRegs,
     /// Offset 8: the top of this CPU's EL2 stack; every exit starts there.
     stack_top: u64,
     /// Linear index (0 = the boot CPU).
     pub index: usize,
-    /// The vCPU this CPU runs, if any.
-    vcpu: Option<Box<Vcpu>>,
+    /// The started vCPUs pinned to this CPU (see [`sched`]).
+    vcpus: Vec<Box<Vcpu>>,
+    /// Which of `vcpus` is loaded in the hardware.
+    current: Option<usize>,
+    /// The vCPU whose FP/SIMD state the registers hold (lazy switching), by address.
+    fp_owner: *const Vcpu,
+    /// When the loaded vCPU's time slice ends (counter value).
+    slice_end: u64,
 }
 
 const _: () = assert!(core::mem::offset_of!(PerCpu, guest_regs) == 0);
@@ -45,7 +84,10 @@ static PER_CPU: [PerCpuSlot; MAX_CPUS] = [const {
         guest_regs: core::ptr::null_mut(),
         stack_top: 0,
         index: 0,
-        vcpu: None,
+        vcpus: Vec::new(),
+        current: None,
+        fp_owner: core::ptr::null(),
+        slice_end: 0,
     }))
 }; MAX_CPUS];
 
@@ -85,29 +127,14 @@ pub unsafe fn this() -> &'static mut PerCpu {
 }
 
 impl PerCpu {
-    /// The vCPU running here.
+    /// The vCPU loaded here.
     pub fn vcpu(&mut self) -> Option<&mut Vcpu> {
-        self.vcpu.as_deref_mut()
-    }
-
-    /// Takes the vCPU off this CPU (its VM ended); the CPU then has nothing to run.
-    pub fn take_vcpu(&mut self) -> Option<Box<Vcpu>> {
-        self.guest_regs = core::ptr::null_mut();
-        self.vcpu.take()
-    }
-
-    /// Puts `vcpu` on this CPU and enters it. Never returns: the CPU now lives in the exit loop.
-    pub fn run(&mut self, vcpu: Box<Vcpu>) -> ! {
-        CURRENT_VCPU[self.index].store(vcpu.index, Ordering::Relaxed);
-        let vcpu = self.vcpu.insert(vcpu);
-        self.guest_regs = &mut vcpu.regs;
-        arch::load_vcpu_state(vcpu);
-        crate::interrupts::start_vcpu(vcpu);
-        arch::enter_guest()
+        let i = self.current?;
+        self.vcpus.get_mut(i).map(|b| &mut **b)
     }
 }
 
-/// Per CPU: the index (within its VM) of the vCPU running there; read by device models that
+/// Per CPU: the index (within its VM) of the vCPU loaded there; read by device models that
 /// bank registers per vCPU.
 static CURRENT_VCPU: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
@@ -116,59 +143,39 @@ pub fn current_vcpu_index() -> usize {
     CURRENT_VCPU[current_index()].load(Ordering::Relaxed)
 }
 
-/// No vCPU assigned (see [`assign`]).
+/// Most vCPUs pinned to one physical CPU.
+pub const MAX_VCPUS_PER_CPU: usize = 8;
+/// An empty slot of [`ASSIGNMENT`].
 const UNASSIGNED: usize = usize::MAX;
 
-/// Which (VM, vCPU) each physical CPU runs, packed as `vm << 8 | vcpu`; written by the boot CPU
+/// Which (VM, vCPU)s each physical CPU runs, packed as `vm << 8 | vcpu`; written by the boot CPU
 /// before the owning CPU starts, read by that CPU.
-static ASSIGNMENT: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(UNASSIGNED) }; MAX_CPUS];
+static ASSIGNMENT: [[AtomicUsize; MAX_VCPUS_PER_CPU]; MAX_CPUS] =
+    [const { [const { AtomicUsize::new(UNASSIGNED) }; MAX_VCPUS_PER_CPU] }; MAX_CPUS];
 
-/// Pins vCPU `vcpu` of VM `vm` to physical CPU `cpu`.
-pub fn assign(cpu: usize, vm: usize, vcpu: usize) {
-    ASSIGNMENT[cpu].store(vm << 8 | vcpu, Ordering::Release);
+/// Pins vCPU `vcpu` of VM `vm` to physical CPU `cpu`. False if that CPU has no room left.
+pub fn assign(cpu: usize, vm: usize, vcpu: usize) -> bool {
+    ASSIGNMENT[cpu].iter().any(|slot| {
+        slot.compare_exchange(UNASSIGNED, vm << 8 | vcpu, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    })
 }
 
-fn assignment(cpu: usize) -> Option<(usize, usize)> {
-    match ASSIGNMENT[cpu].load(Ordering::Acquire) {
+/// The (VM, vCPU)s pinned to physical CPU `cpu`.
+fn assignments(cpu: usize) -> impl Iterator<Item = (usize, usize)> {
+    ASSIGNMENT[cpu].iter().filter_map(|slot| match slot.load(Ordering::Acquire) {
         UNASSIGNED => None,
         packed => Some((packed >> 8, packed & 0xff)),
-    }
+    })
 }
 
 /// Whether physical CPU `cpu` has a vCPU to run.
 pub fn is_assigned(cpu: usize) -> bool {
-    assignment(cpu).is_some()
+    assignments(cpu).next().is_some()
 }
 
 /// The host MPIDR of physical CPU `cpu` (from the DTB's /cpus, in order).
 pub fn mpidr_of(cpu: usize) -> u64 {
     crate::board::platform().cpus.as_slice().get(cpu).map_or(0, |c| c.mpidr)
-}
-
-/// A CPU's life when it is not in a guest: take interrupts, start its vCPU when the guest asks
-/// (PSCI CPU_ON), and turn the machine off once every VM has ended. Sleeps in WFI between
-/// events; other CPUs wake it with a kick (an SGI).
-pub fn idle() -> ! {
-    let index = current_index();
-    loop {
-        crate::interrupts::handle_pending(None);
-        if let Some(status) = crate::vm::registry::outcome() {
-            log::info!("all VMs have ended; powering off");
-            crate::board::power::power_off(status);
-        }
-        if let Some((vm_id, vcpu_index)) = assignment(index) {
-            if let Some(vm) = crate::vm::registry::get(vm_id) {
-                if vm.state() == crate::vm::VmState::Running {
-                    if let Some(start) = vm.vcpu_power[vcpu_index].take_start() {
-                        let vcpu = Box::new(Vcpu::new(vm, vcpu_index, start.entry, start.context_id));
-                        // SAFETY: the idle loop holds no other reference to this CPU's block.
-                        unsafe { this() }.run(vcpu);
-                    }
-                }
-            }
-        }
-        arch::wait_for_interrupt();
-    }
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -203,7 +210,6 @@ mod arch {
         VMPIDR_EL2.set(vcpu.mpidr);
         // CNTVOFF_EL2: the VM's virtual counter started at zero when the VM was created.
         CNTVOFF_EL2.set(vcpu.vm.counter_offset);
-        super::el2::reset_el1_state();
         aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
     }
 

@@ -15,7 +15,7 @@ pub mod vgic_hw;
 pub mod routing;
 pub mod vgic;
 
-use crate::traps::Exit;
+use crate::cpu::PerCpu;
 use crate::vm::vcpu::Vcpu;
 
 /// The SGI one CPU sends another to make it re-check its work.
@@ -60,13 +60,57 @@ pub fn kick(cpu: usize, mpidr: u64) {
     let _ = (cpu, mpidr);
 }
 
-/// A vCPU is about to run for the first time on this CPU: an empty virtual CPU interface, then
-/// whatever its vGIC already holds for it.
-pub fn start_vcpu(vcpu: &mut Vcpu) {
+/// The virtual CPU interface's own state of a vCPU that is not loaded: its control register
+/// (ICH_VMCR_EL2 / GICH_VMCR: the guest's priority mask, binary points, group enables), its
+/// active priorities, and whether its hardware-mapped virtual timer interrupt was active.
+/// List register contents are not kept here: they go back into the vGIC model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuGicState {
+    pub vmcr: u64,
+    pub apr0: u64,
+    pub apr1: u64,
+    pub vtimer_active: bool,
+}
+
+/// The loaded vCPU leaves this CPU: its list registers fold back into its vGIC, the interface
+/// state is saved, and the physical timer PPI's active state (held for its hardware-mapped
+/// virtual interrupt) is taken along and cleared for the next vCPU.
+pub fn vcpu_leaves(vcpu: &mut Vcpu) {
     #[cfg(target_arch = "aarch64")]
-    vgic_hw::reset_for_new_vcpu();
-    vcpu.vm.irq.mark_dirty(vcpu.index);
-    sync_list_registers(vcpu);
+    {
+        use vgic::ListRegister;
+        let n = vgic_hw::lr_count().min(16);
+        let v2 = vcpu.vm.irq.vgic.config().model == vgic::GicModel::V2;
+        let mut lrs = [ListRegister::INVALID; 16];
+        for (i, lr) in lrs[..n].iter_mut().enumerate() {
+            let raw = vgic_hw::read_lr(i);
+            *lr = if v2 { ListRegister::decode_v2(raw as u32) } else { ListRegister::decode_v3(raw) };
+            vgic_hw::write_lr(i, 0);
+        }
+        vcpu.vm.irq.vgic.fold_lrs(vcpu.index, &lrs[..n]);
+        let (vmcr, apr0, apr1) = vgic_hw::save_interface();
+        vcpu.gic = VcpuGicState { vmcr, apr0, apr1, vtimer_active: gic::ppi_active(VIRT_TIMER_INTID) };
+        gic::set_ppi_active(VIRT_TIMER_INTID, false);
+        vcpu.vm.irq.mark_dirty(vcpu.index);
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    let _ = vcpu;
+}
+
+/// A vCPU is loaded on this CPU: its interface state and timer PPI state come back, and its
+/// list registers are filled from its vGIC. A vCPU starting afresh has all of it at reset.
+pub fn vcpu_enters(vcpu: &mut Vcpu) {
+    #[cfg(target_arch = "aarch64")]
+    {
+        for n in 0..vgic_hw::lr_count() {
+            vgic_hw::write_lr(n, 0);
+        }
+        vgic_hw::restore_interface(vcpu.gic.vmcr, vcpu.gic.apr0, vcpu.gic.apr1);
+        gic::set_ppi_active(VIRT_TIMER_INTID, vcpu.gic.vtimer_active);
+        vcpu.vm.irq.mark_dirty(vcpu.index);
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    let _ = vcpu;
 }
 
 /// Brings this CPU's list registers and the vCPU's vGIC state together: what the guest did
@@ -98,9 +142,10 @@ pub fn sync_list_registers(vcpu: &mut Vcpu) {
 }
 
 /// Takes every pending physical interrupt of this CPU and hands each to its owner: kicks need
-/// nothing more (the caller re-checks its state), the timers become virtual interrupts of the
-/// vCPU running here, host console input goes to the first VM's UART.
-pub fn handle_pending(mut vcpu: Option<&mut Vcpu>) {
+/// nothing more (the caller then reschedules), the virtual timer becomes a virtual interrupt of
+/// the vCPU loaded here, the EL2 timer serves the scheduler and emulated timers, host console
+/// input goes to the first VM's UART.
+pub fn handle_pending(this: &mut PerCpu) {
     #[cfg(target_arch = "aarch64")]
     while let Some(intid) = gic::acknowledge() {
         if intid >= 1020 {
@@ -109,26 +154,24 @@ pub fn handle_pending(mut vcpu: Option<&mut Vcpu>) {
         // EOImode = 1: this write only drops the running priority; deactivation is separate, so
         // a hardware-mapped interrupt can stay active until the guest deactivates it.
         gic::end(intid);
-        match (intid, vcpu.as_deref_mut()) {
-            (VIRT_TIMER_INTID, Some(v)) => {
-                // Left active: the guest's EOI of virtual INTID 27 deactivates it (HW bit).
-                if let Ok(kicks) = v.vm.irq.vgic.raise_edge(VIRT_TIMER_INTID, v.index) {
-                    v.vm.irq.deliver(kicks);
+        match intid {
+            VIRT_TIMER_INTID => match this.vcpu() {
+                Some(v) => {
+                    // Left active: the guest's EOI of virtual INTID 27 deactivates it (HW bit).
+                    if let Ok(kicks) = v.vm.irq.vgic.raise_edge(VIRT_TIMER_INTID, v.index) {
+                        v.vm.irq.deliver(kicks);
+                    }
+                    v.vm.irq.mark_dirty(v.index);
                 }
-                v.vm.irq.mark_dirty(v.index);
-            }
-            (HYP_TIMER_INTID, Some(v)) => {
+                None => {
+                    // No vCPU loaded: the timer is stale. Silence it.
+                    crate::timer::disable_virtual_timer();
+                    gic::deactivate(intid);
+                }
+            },
+            HYP_TIMER_INTID => {
                 gic::deactivate(intid);
-                crate::timer::guest_ptimer_fired(v);
-            }
-            (VIRT_TIMER_INTID, None) => {
-                // No vCPU here any more: its timer is stale. Silence it.
-                crate::timer::disable_virtual_timer();
-                gic::deactivate(intid);
-            }
-            (HYP_TIMER_INTID, None) => {
-                crate::timer::disarm_hyp_timer();
-                gic::deactivate(intid);
+                this.hyp_timer_fired();
             }
             _ => {
                 gic::deactivate(intid);
@@ -141,11 +184,5 @@ pub fn handle_pending(mut vcpu: Option<&mut Vcpu>) {
         }
     }
     #[cfg(not(target_arch = "aarch64"))]
-    let _ = &mut vcpu;
-}
-
-/// Handles an IRQ or FIQ exit; the exit path then refills the list registers.
-pub fn handle_physical_interrupt(vcpu: &mut Vcpu) -> Exit {
-    handle_pending(Some(vcpu));
-    Exit::Resume
+    let _ = this;
 }

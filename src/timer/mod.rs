@@ -39,36 +39,37 @@ use ptimer::Register;
 /// INTID of the guest's EL1 physical timer on the virtual board.
 const GUEST_PTIMER_INTID: u32 = crate::vm::virtual_board::PHYS_TIMER_INTID;
 
-/// A trapped guest access to CNTP_CTL/CVAL/TVAL_EL0: emulated on the vCPU's model, then the
-/// EL2 physical timer of this CPU is armed for the model's next deadline and the virtual line
-/// follows the model's level. Returns the value for a read.
+/// A trapped guest access to CNTP_CTL/CVAL/TVAL_EL0, emulated on the vCPU's model; a write
+/// moves the virtual line to the model's level and asks the exit path to reprogram this CPU's
+/// EL2 physical timer (see `cpu::sched`). Returns the value for a read.
 pub fn guest_ptimer_access(vcpu: &mut Vcpu, reg: Register, write: Option<u64>) -> u64 {
     let now = physical_count();
     match write {
         None => vcpu.ptimer.read(reg, now),
         Some(value) => {
             vcpu.ptimer.write(reg, value, now);
-            update_guest_ptimer(vcpu, now);
+            update_ptimer_line(vcpu, now);
+            vcpu.rearm_timer = true;
             0
         }
     }
 }
 
-/// The EL2 physical timer fired: the guest's physical timer reached its deadline.
-pub fn guest_ptimer_fired(vcpu: &mut Vcpu) {
-    update_guest_ptimer(vcpu, physical_count());
-}
-
-fn update_guest_ptimer(vcpu: &mut Vcpu, now: u64) {
-    match vcpu.ptimer.deadline(now) {
-        Some(deadline) => arch::arm_hyp_timer(deadline),
-        None => arch::disarm_hyp_timer(),
-    }
+/// Drives the vCPU's virtual INTID 30 with its physical timer's level at `now`.
+pub fn update_ptimer_line(vcpu: &mut Vcpu, now: u64) {
     let level = vcpu.ptimer.level(now);
     if let Ok(kicks) = vcpu.vm.irq.vgic.set_level(GUEST_PTIMER_INTID, vcpu.index, level) {
         vcpu.vm.irq.deliver(kicks);
     }
     vcpu.vm.irq.mark_dirty(vcpu.index);
+}
+
+/// Arms this CPU's EL2 physical timer for `deadline`, or stops it.
+pub fn program_hyp_timer(deadline: Option<u64>) {
+    match deadline {
+        Some(d) => arch::arm_hyp_timer(d),
+        None => arch::disarm_hyp_timer(),
+    }
 }
 
 /// Stops this CPU's EL2 physical timer.

@@ -31,6 +31,10 @@ pub enum Exit {
     VmEnded,
     /// The vCPU turned itself off (PSCI CPU_OFF); this CPU lets go of it.
     VcpuOff,
+    /// The vCPU waits for an interrupt (WFI) and has none to take.
+    Blocked,
+    /// Something may have changed what this CPU should run (an interrupt exit).
+    Reschedule,
 }
 
 /// The kind of exception, as the vector entry passes it.
@@ -57,6 +61,7 @@ type Handler = fn(&mut Vcpu, Syndrome) -> Exit;
 pub fn handler_for(class: u8) -> Option<Handler> {
     let handler: Handler = match class {
         ec::WFX => wfx,
+        ec::FP_ASIMD => fp_access,
         ec::HVC64 => hvc,
         ec::SMC64 => smc,
         ec::SYS64 => |vcpu, s| sysreg::handle(vcpu, s.esr),
@@ -75,9 +80,9 @@ pub fn handler_for(class: u8) -> Option<Handler> {
     Some(handler)
 }
 
-/// WFI (trapped by HCR_EL2.TWI): the vCPU waits for an interrupt, and so does its physical CPU
-/// (in WFI itself, not spinning) until a physical interrupt — its timers, a kick from another
-/// CPU, console input — gives the vCPU something to take, or its VM ends.
+/// WFI (trapped by HCR_EL2.TWI): completes at once if the vCPU has an interrupt to take;
+/// otherwise the vCPU blocks and its physical CPU runs another or sleeps in WFI itself until an
+/// interrupt (its timers, a kick from another CPU, console input) gives it work (`cpu::sched`).
 fn wfx(vcpu: &mut Vcpu, s: Syndrome) -> Exit {
     vcpu.regs.skip_instruction();
     if esr::wfx_is_wfe(s.esr.iss()) {
@@ -85,16 +90,13 @@ fn wfx(vcpu: &mut Vcpu, s: Syndrome) -> Exit {
     }
     // What the guest did with its list registers must be in the model before asking it.
     crate::interrupts::sync_list_registers(vcpu);
-    loop {
-        if vcpu.vm.irq.take_dirty(vcpu.index) {
-            crate::interrupts::sync_list_registers(vcpu);
-        }
-        if vcpu.vm.irq.vgic.has_deliverable(vcpu.index) || vcpu.vm.state() != crate::vm::VmState::Running {
-            return Exit::Resume;
-        }
-        arch::wait_for_interrupt();
-        crate::interrupts::handle_pending(Some(vcpu));
-    }
+    if vcpu.vm.irq.vgic.has_deliverable(vcpu.index) { Exit::Resume } else { Exit::Blocked }
+}
+
+/// FP/SIMD access while CPTR_EL2.TFP traps it: the registers still hold another vCPU's state.
+/// Handled by the CPU's scheduler, which owns both vCPUs (see `handle_guest_exit`).
+fn fp_access(_vcpu: &mut Vcpu, _s: Syndrome) -> Exit {
+    Exit::Resume
 }
 
 /// HVC: the preferred return address is already the next instruction.
@@ -155,32 +157,29 @@ fn sync_exit(vcpu: &mut Vcpu, syndrome: Syndrome) -> Exit {
 extern "C" fn handle_guest_exit(_regs: *mut GuestRegs, kind: u64) {
     // SAFETY: the exit path takes this CPU's block once and holds it until it returns.
     let this = unsafe { cpu::this() };
-    let vcpu = this.vcpu().expect("guest exit on a CPU that runs no vCPU");
     let outcome = match kind {
-        kind::SYNC => sync_exit(vcpu, arch::read_syndrome()),
+        kind::SYNC => {
+            let syndrome = arch::read_syndrome();
+            if syndrome.esr.ec() == ec::FP_ASIMD {
+                this.fp_trap();
+                Exit::Resume
+            } else {
+                let vcpu = this.vcpu().expect("guest exit on a CPU that runs no vCPU");
+                sync_exit(vcpu, syndrome)
+            }
+        }
         kind::IRQ | kind::FIQ => {
-            let exit = crate::interrupts::handle_physical_interrupt(vcpu);
-            vcpu.vm.irq.mark_dirty(vcpu.index);
-            exit
+            crate::interrupts::handle_pending(this);
+            Exit::Reschedule
         }
         _ => {
             let syndrome = arch::read_syndrome();
+            let vcpu = this.vcpu().expect("guest exit on a CPU that runs no vCPU");
             vcpu.vm.stop(format_args!("SError (ESR {:#x}) at PC {:#x}", syndrome.esr.0, vcpu.regs.pc));
             Exit::VmEnded
         }
     };
-    // New interrupts for this vCPU, or an interrupt exit (maintenance, timers): refill its list
-    // registers. Other exits leave them alone.
-    if outcome == Exit::Resume && vcpu.vm.irq.take_dirty(vcpu.index) {
-        crate::interrupts::sync_list_registers(vcpu);
-    }
-    // Another vCPU of the same VM may have ended it meanwhile.
-    if outcome != Exit::Resume || vcpu.vm.state() != crate::vm::VmState::Running {
-        if let Some(vcpu) = this.take_vcpu() {
-            vcpu.vm.vcpu_power[vcpu.index].turn_off();
-        }
-        cpu::idle();
-    }
+    this.finish_exit(outcome);
 }
 
 /// The register frame `EL2_EXCEPTION` saves.
@@ -230,10 +229,6 @@ mod arch {
     pub fn read_syndrome() -> Syndrome {
         Syndrome { esr: Esr(ESR_EL2.get()), far: FAR_EL2.get(), hpfar: HPFAR_EL2.get() }
     }
-
-    pub fn wait_for_interrupt() {
-        aarch64_cpu::asm::wfi();
-    }
 }
 
 #[cfg(not(target_arch = "aarch64"))]
@@ -242,8 +237,6 @@ mod arch {
     pub fn read_syndrome() -> Syndrome {
         Syndrome { esr: Esr(0), far: 0, hpfar: 0 }
     }
-
-    pub fn wait_for_interrupt() {}
 }
 
 #[cfg(test)]
@@ -252,7 +245,7 @@ mod tests {
 
     #[test]
     fn table_covers_what_el2_traps() {
-        for class in [ec::WFX, ec::HVC64, ec::SMC64, ec::SYS64, ec::DABT_LOWER, ec::IABT_LOWER] {
+        for class in [ec::WFX, ec::FP_ASIMD, ec::HVC64, ec::SMC64, ec::SYS64, ec::DABT_LOWER, ec::IABT_LOWER] {
             assert!(handler_for(class).is_some(), "EC {class:#x}");
         }
         for class in [ec::UNKNOWN, ec::SVC64, ec::BRK64, ec::PAC, ec::SVE] {

@@ -16,6 +16,16 @@ pub struct Vcpu {
     pub mpidr: u64,
     /// The guest's EL1 physical timer, emulated (CNTHCTL_EL2.EL1PCEN = 0).
     pub ptimer: crate::timer::ptimer::PhysTimer,
+    /// The physical timer's registers changed: the CPU's EL2 timer must be reprogrammed.
+    pub rearm_timer: bool,
+    /// Waiting in WFI for an interrupt.
+    pub blocked: bool,
+    /// EL1 system registers and virtual timer while not loaded.
+    pub el1: crate::cpu::context::El1Context,
+    /// FP/SIMD registers while another vCPU owns the CPU's.
+    pub fp: crate::cpu::context::FpContext,
+    /// The virtual CPU interface's own state while not loaded (see `interrupts::vcpu_leaves`).
+    pub gic: crate::interrupts::VcpuGicState,
 }
 
 const _: () = assert!(core::mem::offset_of!(Vcpu, regs) == 0);
@@ -28,7 +38,18 @@ impl Vcpu {
         regs.x[0] = arg;
         regs.pc = entry;
         regs.spsr = SPSR_EL1H_MASKED;
-        Vcpu { regs, vm, index, mpidr: mpidr_for(index), ptimer: Default::default() }
+        Vcpu {
+            regs,
+            vm,
+            index,
+            mpidr: mpidr_for(index),
+            ptimer: Default::default(),
+            rearm_timer: false,
+            blocked: false,
+            el1: crate::cpu::context::El1Context::reset(),
+            fp: Default::default(),
+            gic: Default::default(),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! starts from. What traps to Veil — and so what a guest cannot touch — is decided here.
 
 use aarch64_cpu::registers::{
-    CNTHCTL_EL2, HCR_EL2, ID_AA64MMFR0_EL1, MDCR_EL2, SCTLR_EL1, VBAR_EL2, VTCR_EL2,
+    CNTHCTL_EL2, HCR_EL2, ID_AA64MMFR0_EL1, MDCR_EL2, VBAR_EL2, VTCR_EL2,
 };
 use core::arch::asm;
 use tock_registers::{
@@ -30,9 +30,6 @@ register_bitfields! {u64,
 
 /// CPTR_EL2's RES1 bits in the E2H = 0 layout: [13], [9] and [7:0].
 const CPTR_EL2_RES1: u64 = (1 << 13) | (1 << 9) | 0xff;
-/// SCTLR_EL1's RES1 bits (29, 28, 23, 22, 20, 11) with the MMU, caches and alignment checks
-/// off: the state an Armv8.0 CPU comes out of reset with.
-const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 
 /// Configures this CPU's EL2 for running guests. Every CPU runs this once before its first
 /// guest entry; per-VM and per-vCPU registers are loaded at each switch (`cpu::PerCpu::run`).
@@ -117,10 +114,6 @@ pub fn configure() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// Puts EL1 in its reset state before a vCPU's first instruction: MMU and caches off.
-pub fn reset_el1_state() {
-    SCTLR_EL1.set(SCTLR_EL1_RESET);
-}
 
 /// Reads one ID register by its CRm/op2 coordinates (op0=3, op1=0, CRn=0).
 fn read_id<const CRM: u32, const OP2: u32>() -> u64 {

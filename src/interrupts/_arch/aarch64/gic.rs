@@ -107,6 +107,9 @@ pub fn init(info: &GicInfo, cpu_count: usize, host_uart_intid: Option<u32>) {
 /// Brings up this CPU's interface (and redistributor) and enables the SGIs Veil uses.
 pub fn init_this_cpu(index: usize) {
     let Some(gic) = GIC.get() else { return };
+    if let Some(info) = crate::board::platform().gic.as_ref() {
+        set_private_base(index, info);
+    }
     let mut driver = gic.driver.lock();
     match &mut *driver {
         Driver::V2(g) => {
@@ -256,4 +259,46 @@ fn intid_from_raw(raw: u32) -> IntId {
         16..32 => IntId::ppi(raw - 16),
         _ => IntId::spi(raw - 32),
     }
+}
+
+/// Where this CPU's private-interrupt (SGI/PPI) registers are: GICv3, its redistributor's
+/// SGI_base frame; GICv2, the banked distributor.
+static PRIVATE_BASE: [core::sync::atomic::AtomicUsize; crate::cpu::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicUsize::new(0) }; crate::cpu::MAX_CPUS];
+
+/// Records where CPU `index`'s SGI/PPI registers are (each CPU, at its own bring-up).
+pub fn set_private_base(index: usize, info: &GicInfo) {
+    let base = match info.version {
+        // Redistributors are laid out in CPU order, 128 KiB each; SGI_base is the second 64 KiB.
+        GicVersion::V3 => info.redistributors.map_or(0, |r| r.base as usize + index * 0x2_0000 + 0x1_0000),
+        GicVersion::V2 => info.distributor.base as usize,
+    };
+    PRIVATE_BASE[index].store(base, core::sync::atomic::Ordering::Relaxed);
+}
+
+fn private_base() -> usize {
+    PRIVATE_BASE[crate::cpu::current_index()].load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether PPI/SGI `intid` is active on this CPU (GICD/GICR ISACTIVER0).
+pub fn ppi_active(intid: u32) -> bool {
+    let base = private_base();
+    if base == 0 {
+        return false;
+    }
+    // SAFETY: ISACTIVER0 (offset 0x300) of this CPU's mapped SGI/PPI register frame.
+    let v = unsafe { core::ptr::read_volatile((base + 0x300) as *const u32) };
+    v & (1 << intid) != 0
+}
+
+/// Sets or clears the active state of PPI/SGI `intid` on this CPU (ISACTIVER0/ICACTIVER0).
+pub fn set_ppi_active(intid: u32, active: bool) {
+    let base = private_base();
+    if base == 0 {
+        return;
+    }
+    let offset = if active { 0x300 } else { 0x380 };
+    // SAFETY: ISACTIVER0/ICACTIVER0 of this CPU's mapped SGI/PPI register frame; writing one
+    // bit changes only that interrupt.
+    unsafe { core::ptr::write_volatile((base + offset) as *mut u32, 1 << intid) };
 }

@@ -130,20 +130,25 @@ pub fn read_misr() -> u64 {
     if is_v2() { gich_read(GICH_MISR) as u64 } else { read_ich_misr() }
 }
 
-/// Resets this CPU's virtual interface for a vCPU starting afresh: every list register empty,
-/// no active priorities, the guest's interface control (VMCR) at its reset value, and the
-/// interface enabled.
-pub fn reset_for_new_vcpu() {
-    for n in 0..lr_count() {
-        write_lr(n, 0);
-    }
+/// The interface's own state: (VMCR, APR0, APR1). GICv2 has one APR (in `APR0`); GICv3 one
+/// register each for groups 0 and 1 with the 5 priority bits QEMU and Cortex-A cores implement.
+pub fn save_interface() -> (u64, u64, u64) {
     if is_v2() {
-        gich_write(GICH_APR, 0);
-        gich_write(GICH_VMCR, 0);
+        (gich_read(GICH_VMCR) as u64, gich_read(GICH_APR) as u64, 0)
     } else {
-        write_ich_ap0r0(0);
-        write_ich_ap1r0(0);
-        write_ich_vmcr(0);
+        (read_ich_vmcr(), read_ich_ap0r0(), read_ich_ap1r0())
+    }
+}
+
+/// Loads the interface state [`save_interface`] returned, and enables the interface.
+pub fn restore_interface(vmcr: u64, apr0: u64, apr1: u64) {
+    if is_v2() {
+        gich_write(GICH_VMCR, vmcr as u32);
+        gich_write(GICH_APR, apr0 as u32);
+    } else {
+        write_ich_vmcr(vmcr);
+        write_ich_ap0r0(apr0);
+        write_ich_ap1r0(apr1);
     }
     write_hcr(HCR_EN);
 }
