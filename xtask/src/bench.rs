@@ -214,11 +214,18 @@ pub fn rows(veil: &[(String, Reading)], bare: &[(String, Reading)]) -> Vec<Row> 
         .collect()
 }
 
+/// One allocated ELF section.
+#[derive(Debug, PartialEq, Serialize)]
+pub struct Section {
+    pub name: String,
+    pub bytes: u64,
+}
+
 /// Sizes of Veil's image, from its ELF.
 #[derive(Debug, Default, PartialEq, Serialize)]
 pub struct ImageSize {
-    /// Every allocated section, in file order: (name, bytes).
-    pub sections: Vec<(String, u64)>,
+    /// Every allocated section, in file order.
+    pub sections: Vec<Section>,
     /// Executable code.
     pub text: u64,
     /// Read-only data.
@@ -280,7 +287,10 @@ pub fn image_size(elf: &[u8]) -> Result<ImageSize> {
         if flags & SHF_ALLOC == 0 {
             continue;
         }
-        size.sections.push((name_at(name), bytes));
+        size.sections.push(Section {
+            name: name_at(name),
+            bytes,
+        });
         if kind == SHT_NOBITS {
             size.bss += bytes;
         } else if flags & SHF_EXECINSTR != 0 {
@@ -489,7 +499,7 @@ fn image_line(image: &ImageSize) -> String {
     let sections: Vec<String> = image
         .sections
         .iter()
-        .map(|(name, bytes)| format!("{name} {bytes}"))
+        .map(|section| format!("{} {}", section.name, section.bytes))
         .collect();
     format!(
         "Veil image (release): text {} + rodata {} + data {} bytes loaded, bss {} bytes \
@@ -625,7 +635,7 @@ mod tests {
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let size = image_size(&exe).unwrap();
         assert!(size.text > 0);
-        assert!(size.sections.iter().any(|(name, _)| name == ".text"));
+        assert!(size.sections.iter().any(|section| section.name == ".text"));
         assert!(image_size(b"not an elf").is_err());
         assert!(image_size(&exe[..0x30]).is_err());
     }
