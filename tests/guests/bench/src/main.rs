@@ -254,11 +254,12 @@ fn dtb_cpus() -> Cpus {
     cpus
 }
 
-/// Switching between two VMs on one physical CPU: Veil has no such path yet.
+/// Switching between two VMs on one physical CPU. One VM alone cannot time it: it needs a
+/// second VM sharing this vCPU's CPU, and `cargo xtask bench` boots a single VM.
 fn vm_switch(config: &Config) -> Outcome {
     if config.under_veil {
         Outcome::Unavailable(
-            "Veil pins each vCPU to its own physical CPU; there is no VM switch on one CPU yet",
+            "needs a second VM sharing this vCPU's physical CPU; the bench boots one VM",
         )
     } else {
         Outcome::Unavailable("no hypervisor, so nothing to switch")
