@@ -111,6 +111,7 @@ impl PerCpu {
                 continue;
             }
             if let Some(start) = vm.vcpu_power[vcpu_index].take_start() {
+                log::debug!("VM {vm_id} vCPU {vcpu_index} starts at {:#x}", start.entry);
                 let vcpu = Box::new(Vcpu::new(vm, vcpu_index, start.entry, start.context_id));
                 self.vcpus.push(vcpu);
             }
@@ -146,6 +147,7 @@ impl PerCpu {
     /// Makes vCPU `i` the loaded one.
     fn switch_to(&mut self, i: usize, now: u64) {
         if self.current != Some(i) {
+            log::trace!("switch to VM {} vCPU {}", self.vcpus[i].vm.id, self.vcpus[i].index);
             self.unload_current();
             self.load(i);
         }
@@ -198,20 +200,23 @@ impl PerCpu {
 
     /// The EL2 physical timer fired: the loaded vCPU's emulated physical timer, a switched-out
     /// vCPU's timer, or the end of a slice.
+    /// Only stops the timer: the scheduler runs after every interrupt and rearms it.
     pub fn hyp_timer_fired(&mut self) {
+        crate::timer::program_hyp_timer(None);
         let now = crate::timer::physical_count();
         for v in self.vcpus.iter_mut() {
             crate::timer::update_ptimer_line(v, now);
         }
-        self.rearm_timer(now);
     }
 
     /// Programs the EL2 physical timer for the next thing this CPU must notice by time: the
     /// loaded vCPU's emulated physical timer, switched-out vCPUs' timers, the slice's end.
     pub fn rearm_timer(&mut self, now: u64) {
+        // Deadlines already past need no timer: their vCPU is runnable now, and the slice's
+        // end (or the loaded vCPU's next exit) gets it the CPU.
         let mut deadline: Option<u64> = None;
         let mut consider = |d: Option<u64>| {
-            if let Some(d) = d {
+            if let Some(d) = d.filter(|&d| d > now) {
                 deadline = Some(deadline.map_or(d, |x| x.min(d)));
             }
         };
