@@ -58,6 +58,9 @@ pub struct PerCpu {
     guest_regs: *mut GuestRegs,
     /// Offset 8: the top of this CPU's EL2 stack; every exit starts there.
     stack_top: u64,
+    /// Offset 16: the loaded vCPU's VM's sanitized ID registers (`vm::id_regs`), which the
+    /// vectors answer trapped ID-register reads from without entering Rust.
+    id_regs: *const u64,
     /// Linear index (0 = the boot CPU).
     pub index: usize,
     /// The started vCPUs pinned to this CPU (see [`sched`]).
@@ -72,6 +75,7 @@ pub struct PerCpu {
 
 const _: () = assert!(core::mem::offset_of!(PerCpu, guest_regs) == 0);
 const _: () = assert!(core::mem::offset_of!(PerCpu, stack_top) == 8);
+const _: () = assert!(core::mem::offset_of!(PerCpu, id_regs) == 16);
 
 struct PerCpuSlot(UnsafeCell<PerCpu>);
 
@@ -83,6 +87,7 @@ static PER_CPU: [PerCpuSlot; MAX_CPUS] = [const {
     PerCpuSlot(UnsafeCell::new(PerCpu {
         guest_regs: core::ptr::null_mut(),
         stack_top: 0,
+        id_regs: core::ptr::null(),
         index: 0,
         vcpus: Vec::new(),
         current: None,

@@ -165,6 +165,7 @@ impl PerCpu {
         context::silence_virtual_timer();
         crate::interrupts::vcpu_leaves(v);
         self.guest_regs = core::ptr::null_mut();
+        self.id_regs = core::ptr::null();
     }
 
     /// Loads vCPU `i`'s state into the hardware.
@@ -177,6 +178,7 @@ impl PerCpu {
         // Its FP/SIMD registers are loaded on its first FP instruction, unless still there.
         context::trap_fp(!fp_owned);
         self.guest_regs = &mut v.regs;
+        self.id_regs = v.vm.id_regs.as_ptr();
         CURRENT_VCPU[self.index].store(v.index, Ordering::Relaxed);
         self.current = Some(i);
         self.slice_end = crate::timer::physical_count() + crate::timer::frequency() / SLICE_HZ;

@@ -141,6 +141,11 @@ impl IdRegs {
         IdRegs { values: v }
     }
 
+    /// The table in index order ([`index_of`]), for the exception vectors' fast path.
+    pub fn as_ptr(&self) -> *const u64 {
+        self.values.as_ptr()
+    }
+
     /// The guest's value of the ID register at `enc`, if `enc` is in the ID space.
     pub fn read(&self, enc: SysRegEncoding) -> Option<u64> {
         index_of(enc).map(|i| self.values[i])

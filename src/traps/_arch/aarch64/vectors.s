@@ -14,6 +14,7 @@
 .equ REGS_SPSR,     256
 .equ PERCPU_REGS,   0
 .equ PERCPU_STACK,  8
+.equ PERCPU_ID_REGS, 16
 
 .equ EXIT_SYNC,     0
 .equ EXIT_IRQ,      1
@@ -95,7 +96,7 @@ el2_vectors:
     VECTOR_ENTRY EL2_EXCEPTION EXIT_FIQ
     VECTOR_ENTRY EL2_EXCEPTION EXIT_SERROR
     // Lower EL, AArch64: the guest.
-    VECTOR_ENTRY GUEST_EXIT EXIT_SYNC
+    VECTOR_ENTRY b __guest_sync
     VECTOR_ENTRY GUEST_EXIT EXIT_IRQ
     VECTOR_ENTRY GUEST_EXIT EXIT_FIQ
     VECTOR_ENTRY GUEST_EXIT EXIT_SERROR
@@ -104,6 +105,104 @@ el2_vectors:
     VECTOR_ENTRY EL2_EXCEPTION EXIT_IRQ
     VECTOR_ENTRY EL2_EXCEPTION EXIT_FIQ
     VECTOR_ENTRY EL2_EXCEPTION EXIT_SERROR
+
+// A synchronous exit. Two kinds are answered right here, with four scratch registers on the
+// EL2 stack and nothing else saved, because they change no state and are frequent:
+//  - HVC #0 calls whose answer is a constant: PSCI_VERSION, SMCCC_VERSION, and any function ID
+//    of an SMCCC owner Veil implements nothing for (NOT_SUPPORTED). The rules are the same as
+//    traps::smccc's: see Call::from_fid and `fast_answer` in its tests.
+//  - MRS of an ID register (op0=3, op1=0, CRn=0, CRm=1..7), answered from the VM's sanitized
+//    table (vm::id_regs), whose address the per-CPU block holds.
+// Everything else takes the full exit below.
+__guest_sync:
+    stp     x0, x1, [sp, #-32]!
+    stp     x2, x3, [sp, #16]
+    mrs     x2, esr_el2
+    lsr     x3, x2, #26
+    cmp     x3, #0x16                   // EC: HVC (AArch64)
+    b.eq    .Lfast_hvc
+    cmp     x3, #0x18                   // EC: MSR/MRS
+    b.eq    .Lfast_sysreg
+.Lfast_none:
+    ldp     x2, x3, [sp, #16]
+    ldp     x0, x1, [sp], #32
+    GUEST_EXIT EXIT_SYNC
+
+.Lfast_hvc:
+    tst     x2, #0xffff                 // ISS.imm16 must be 0 (HVC #0)
+    b.ne    .Lfast_none
+    mov     w1, w0                      // the function ID (W0)
+    mov     w3, #0x84000000             // PSCI_VERSION
+    cmp     w1, w3
+    b.eq    .Lhvc_version
+    mov     w3, #0x80000000             // SMCCC_VERSION
+    cmp     w1, w3
+    b.eq    .Lhvc_version
+    ubfx    w3, w1, #24, #6             // owner
+    cmp     w3, #0                      // Arm architecture calls
+    b.eq    .Lfast_none
+    cmp     w3, #4                      // standard secure service: PSCI
+    b.eq    .Lfast_none
+    cmp     w3, #6                      // vendor hypervisor service: Veil
+    b.eq    .Lfast_none
+    mov     x0, #-1                     // NOT_SUPPORTED
+    b       .Lhvc_return
+.Lhvc_version:
+    mov     x0, #0x1                    // 1.1 (PSCI and SMCCC alike): 0x1_0001
+    movk    x0, #0x1, lsl #16
+.Lhvc_return:
+    ldp     x2, x3, [sp, #16]
+    ldr     x1, [sp, #8]
+    add     sp, sp, #32
+    eret
+
+.Lfast_sysreg:
+    // ISS: Op0[21:20] Op2[19:17] Op1[16:14] CRn[13:10] Rt[9:5] CRm[4:1] Direction[0].
+    // Op0 = 3, Op1 = 0, CRn = 0 and Direction = 1 (MRS), checked under one mask.
+    mov     x3, #0xfc01
+    movk    x3, #0x31, lsl #16
+    and     x3, x2, x3
+    mov     x1, #0x0001
+    movk    x1, #0x30, lsl #16
+    cmp     x3, x1
+    b.ne    .Lfast_none
+    ubfx    x3, x2, #1, #4              // CRm
+    sub     x3, x3, #1
+    cmp     x3, #6                      // CRm - 1 in 0..=6
+    b.hi    .Lfast_none
+    ubfx    x1, x2, #17, #3             // Op2
+    add     x3, x1, x3, lsl #3          // (CRm - 1) * 8 + Op2
+    mrs     x1, tpidr_el2
+    ldr     x1, [x1, #PERCPU_ID_REGS]
+    cbz     x1, .Lfast_none
+    ldr     x3, [x1, x3, lsl #3]        // the sanitized value
+    ubfx    x2, x2, #5, #5              // Rt
+    mrs     x1, elr_el2                 // step past the MRS
+    add     x1, x1, #4
+    msr     elr_el2, x1
+    cmp     x2, #4
+    b.hs    .Lsysreg_high
+    str     x3, [sp, x2, lsl #3]        // Rt = x0..x3: its saved slot
+    ldp     x2, x3, [sp, #16]
+    ldp     x0, x1, [sp], #32
+    eret
+.Lsysreg_high:
+    adr     x1, .Lsysreg_move
+    sub     x2, x2, #4
+    add     x1, x1, x2, lsl #3
+    br      x1
+    // One `mov xN, x3; b` pair per Rt = 4..31 (31: XZR, the value is dropped).
+.Lsysreg_move:
+    .irp n, 4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30
+    mov     x\n, x3
+    b       .Lsysreg_done
+    .endr
+    b       .Lsysreg_done
+    nop
+.Lsysreg_done:
+    ldp     x2, x3, [sp, #16]
+    ldp     x0, x1, [sp], #32
+    eret
 
 __guest_exit_common:
     bl      handle_guest_exit
