@@ -25,6 +25,8 @@ impl PerCpu {
     /// machine powers off.
     pub fn finish_exit(&mut self, outcome: Exit) {
         match outcome {
+            // The common case stays short: no scheduling, no VM-state check (a VM that another
+            // CPU ends sends this one a kick, which comes back as `Reschedule`).
             Exit::Resume => {}
             Exit::Blocked => {
                 if let Some(v) = self.vcpu() {
@@ -41,12 +43,8 @@ impl PerCpu {
             Exit::VmEnded | Exit::Reschedule => self.schedule(),
         }
         let Some(v) = self.vcpu() else { return };
-        if v.vm.state() != VmState::Running {
-            // Its VM ended under it (another vCPU powered it off).
-            self.schedule();
-        }
-        let rearm = self.vcpu().is_some_and(|v| core::mem::take(&mut v.rearm_timer));
-        if rearm {
+        if v.rearm_timer {
+            v.rearm_timer = false;
             self.rearm_timer(crate::timer::physical_count());
         }
         if let Some(v) = self.vcpu() {

@@ -8,7 +8,7 @@
 //! on no other exit, which keeps hypercalls and MMIO to other devices off the vGIC's lock.
 
 use super::vgic::{CurrentVcpu, Vgic, VcpuSet};
-use crate::devices::IrqLine;
+use crate::devices::{IrqLine, MmioDevice, MmioError};
 use alloc::{sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -42,7 +42,8 @@ impl IrqRouting {
 
     /// Whether vCPU `v` must refill its list registers; clears the mark.
     pub fn take_dirty(&self, v: usize) -> bool {
-        self.dirty.get(v).is_some_and(|d| d.swap(false, Ordering::AcqRel))
+        // A plain load first: most exits find nothing to do and need no exclusive access.
+        self.dirty.get(v).is_some_and(|d| d.load(Ordering::Relaxed) && d.swap(false, Ordering::AcqRel))
     }
 
     /// Marks vCPU `v` dirty without a kick (its own exit path will look).
@@ -75,5 +76,32 @@ pub struct RunningVcpu;
 impl CurrentVcpu for RunningVcpu {
     fn current_vcpu(&self) -> usize {
         crate::cpu::current_vcpu_index()
+    }
+}
+
+/// A vGIC register window (distributor or redistributors) whose writes may make interrupts
+/// deliverable to other vCPUs: after each write, the vCPUs concerned are kicked. Reads and the
+/// other devices' accesses never take the vGIC's kick list.
+pub struct KickingGicWindow<D: MmioDevice> {
+    pub window: D,
+    pub routing: Arc<IrqRouting>,
+}
+
+impl<D: MmioDevice> MmioDevice for KickingGicWindow<D> {
+    fn name(&self) -> &'static str {
+        self.window.name()
+    }
+
+    fn read(&self, offset: u64, size: u8) -> Result<u64, MmioError> {
+        self.window.read(offset, size)
+    }
+
+    fn write(&self, offset: u64, size: u8, value: u64) -> Result<(), MmioError> {
+        let result = self.window.write(offset, size, value);
+        let kicks = self.routing.vgic.take_kicks();
+        if !kicks.is_empty() {
+            self.routing.deliver(kicks);
+        }
+        result
     }
 }

@@ -32,6 +32,7 @@ pub fn handle(vcpu: &mut Vcpu, esr: Esr, hpfar: u64, far: u64) -> Exit {
 }
 
 /// Injects a synchronous external abort for the access at `far`, and says why.
+#[cold]
 fn refuse(vcpu: &mut Vcpu, far: u64, write: bool, why: core::fmt::Arguments) -> Exit {
     log::warn!(
         "VM {} \"{}\" vCPU {}: {why} (PC {:#x}); injected a synchronous external abort",
@@ -44,39 +45,52 @@ fn refuse(vcpu: &mut Vcpu, far: u64, write: bool, why: core::fmt::Arguments) -> 
     Exit::Resume
 }
 
-/// An access the syndrome describes (ISV = 1): one register, one width.
+/// An access the syndrome describes (ISV = 1): one register, one width. The common case of the
+/// whole I/O path, kept short: no message is built unless the access is refused.
 fn single_access(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64) -> Exit {
+    let Some((device, offset)) = vcpu.vm.mmio.find(ipa) else {
+        return refuse_single(vcpu, abort, ipa, far, None);
+    };
+    let ok = if abort.write {
+        let value = vcpu.regs.read(abort.register);
+        let mask = if abort.size == 8 { u64::MAX } else { (1u64 << (abort.size * 8)) - 1 };
+        device.write(offset, abort.size, value & mask).is_ok()
+    } else {
+        match device.read(offset, abort.size) {
+            Ok(value) => {
+                vcpu.regs.write(abort.register, extend_load(value, abort.size, abort.sign_extend, abort.sixty_four));
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    if !ok {
+        let name = device.name();
+        return refuse_single(vcpu, abort, ipa, far, Some((name, offset)));
+    }
+    vcpu.regs.skip_instruction();
+    Exit::Resume
+}
+
+/// Refuses an ISV = 1 access: nothing at `ipa`, or the device (`name`, register `offset`) said no.
+#[cold]
+fn refuse_single(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64, device: Option<(&str, u64)>) -> Exit {
     let access = if abort.write { "write" } else { "read" };
     let reg = if abort.sixty_four { 'x' } else { 'w' };
-    let Some((device, offset)) = vcpu.vm.mmio.find(ipa) else {
-        return refuse(
+    match device {
+        None => refuse(
             vcpu,
             far,
             abort.write,
             format_args!("{}-byte {access} ({reg}{}) at IPA {ipa:#x}: no RAM or device there", abort.size, abort.register),
-        );
-    };
-    let result = if abort.write {
-        let value = vcpu.regs.read(abort.register);
-        let mask = if abort.size == 8 { u64::MAX } else { (1u64 << (abort.size * 8)) - 1 };
-        device.write(offset, abort.size, value & mask)
-    } else {
-        device.read(offset, abort.size).map(|value| {
-            let value = extend_load(value, abort.size, abort.sign_extend, abort.sixty_four);
-            vcpu.regs.write(abort.register, value);
-        })
-    };
-    if result.is_err() {
-        let name = device.name();
-        return refuse(
+        ),
+        Some((name, offset)) => refuse(
             vcpu,
             far,
             abort.write,
             format_args!("{}-byte {access} of {name} register {offset:#x} (IPA {ipa:#x}): not a valid access", abort.size),
-        );
+        ),
     }
-    vcpu.regs.skip_instruction();
-    Exit::Resume
 }
 
 /// An access without syndrome (ISV = 0): decode the instruction and perform each element.

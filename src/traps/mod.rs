@@ -65,15 +65,7 @@ pub fn handler_for(class: u8) -> Option<Handler> {
         ec::HVC64 => hvc,
         ec::SMC64 => smc,
         ec::SYS64 => |vcpu, s| sysreg::handle(vcpu, s.esr),
-        ec::DABT_LOWER => |vcpu, s| {
-            let exit = data_abort::handle(vcpu, s.esr, s.hpfar, s.far);
-            // A distributor or redistributor write may have made interrupts deliverable.
-            let kicks = vcpu.vm.irq.vgic.take_kicks();
-            if !kicks.is_empty() {
-                vcpu.vm.irq.deliver(kicks);
-            }
-            exit
-        },
+        ec::DABT_LOWER => |vcpu, s| data_abort::handle(vcpu, s.esr, s.hpfar, s.far),
         ec::IABT_LOWER => instruction_abort,
         _ => return None,
     };
