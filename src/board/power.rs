@@ -119,3 +119,57 @@ mod arch {
         std::process::exit(3)
     }
 }
+
+/// What the host firmware says about the SMCCC Spectre/SSBD workaround calls, asked once at
+/// boot so guests get the truth about the CPU they run on (SMCCC_ARCH_FEATURES answers for
+/// ARCH_WORKAROUND_1, _2, _3; NOT_SUPPORTED when the firmware has no SMCCC 1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirmwareWorkarounds {
+    pub wa1: u64,
+    pub wa2: u64,
+    pub wa3: u64,
+}
+
+/// SMCCC function IDs used with the host firmware.
+pub mod smccc_fid {
+    pub const SMCCC_VERSION: u32 = 0x8000_0000;
+    pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
+    pub const ARCH_WORKAROUND_1: u32 = 0x8000_8000;
+    pub const ARCH_WORKAROUND_2: u32 = 0x8000_7fff;
+    pub const ARCH_WORKAROUND_3: u32 = 0x8000_3fff;
+    pub const PSCI_FEATURES: u32 = 0x8400_000a;
+}
+
+static WORKAROUNDS: spin::Once<FirmwareWorkarounds> = spin::Once::new();
+
+/// Asks the host firmware (boot CPU, once, after the MMU is on).
+pub fn probe_firmware_workarounds() -> FirmwareWorkarounds {
+    *WORKAROUNDS.call_once(|| {
+        const NOT_SUPPORTED: u64 = -1i64 as u64;
+        let none = FirmwareWorkarounds { wa1: NOT_SUPPORTED, wa2: NOT_SUPPORTED, wa3: NOT_SUPPORTED };
+        let Some(conduit) = super::PLATFORM.get().and_then(|p| p.psci) else { return none };
+        // SMCCC 1.1 is discovered through PSCI_FEATURES(SMCCC_VERSION), then SMCCC_VERSION.
+        if firmware_call(conduit, smccc_fid::PSCI_FEATURES, smccc_fid::SMCCC_VERSION as u64, 0, 0) != 0 {
+            return none;
+        }
+        let version = firmware_call(conduit, smccc_fid::SMCCC_VERSION, 0, 0, 0);
+        if version as i64 <= 0 || version < 0x1_0001 {
+            return none;
+        }
+        let ask = |fid: u32| firmware_call(conduit, smccc_fid::SMCCC_ARCH_FEATURES, fid as u64, 0, 0);
+        FirmwareWorkarounds {
+            wa1: ask(smccc_fid::ARCH_WORKAROUND_1),
+            wa2: ask(smccc_fid::ARCH_WORKAROUND_2),
+            wa3: ask(smccc_fid::ARCH_WORKAROUND_3),
+        }
+    })
+}
+
+/// The host firmware's workaround answers, as probed at boot.
+pub fn firmware_workarounds() -> FirmwareWorkarounds {
+    WORKAROUNDS.get().copied().unwrap_or(FirmwareWorkarounds {
+        wa1: -1i64 as u64,
+        wa2: -1i64 as u64,
+        wa3: -1i64 as u64,
+    })
+}

@@ -116,6 +116,9 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     #[cfg(target_arch = "aarch64")]
     cpu::el2::configure();
 
+    let workarounds = board::power::probe_firmware_workarounds();
+    log::debug!("firmware SMCCC workarounds: {workarounds:?}");
+
     // 6. Interrupts, then the VMs, pinned to CPUs; then the CPUs that run them.
     crate::interrupts::init(platform, host_uart_intid(blob));
     board::console::enable_input();

@@ -31,6 +31,11 @@ pub mod fid {
     pub const PSCI_MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
     pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
     pub const PSCI_SYSTEM_RESET: u32 = 0x8400_0009;
+    pub const PSCI_SYSTEM_RESET2_32: u32 = 0x8400_0012;
+    pub const PSCI_SYSTEM_RESET2_64: u32 = 0xc400_0012;
+    pub const ARCH_WORKAROUND_1: u32 = 0x8000_8000;
+    pub const ARCH_WORKAROUND_2: u32 = 0x8000_7fff;
+    pub const ARCH_WORKAROUND_3: u32 = 0x8000_3fff;
     pub const PSCI_FEATURES: u32 = 0x8400_000a;
     /// Vendor-specific hypervisor service (owner 6): call count, UID and revision queries.
     pub const VENDOR_HYP_CALL_UID: u32 = 0x8600_ff01;
@@ -81,6 +86,9 @@ pub enum Call {
     AffinityInfo { wide: bool },
     SystemOff,
     SystemReset,
+    SystemReset2,
+    /// ARCH_WORKAROUND_1/2/3: executed by the host firmware when it implements them.
+    ArchWorkaround(u32),
     VendorUid,
     VendorRevision,
     VeilVcpuInfo,
@@ -104,6 +112,8 @@ impl Call {
             fid::PSCI_AFFINITY_INFO_64 => Call::AffinityInfo { wide: true },
             fid::PSCI_SYSTEM_OFF => Call::SystemOff,
             fid::PSCI_SYSTEM_RESET => Call::SystemReset,
+            fid::PSCI_SYSTEM_RESET2_32 | fid::PSCI_SYSTEM_RESET2_64 => Call::SystemReset2,
+            fid::ARCH_WORKAROUND_1 | fid::ARCH_WORKAROUND_2 | fid::ARCH_WORKAROUND_3 => Call::ArchWorkaround(fid),
             fid::VENDOR_HYP_CALL_UID => Call::VendorUid,
             fid::VENDOR_HYP_REVISION => Call::VendorRevision,
             fid::VEIL_VCPU_INFO => Call::VeilVcpuInfo,
@@ -122,7 +132,10 @@ pub fn psci_features(queried: u32) -> u64 {
         | Call::CpuOn { .. }
         | Call::AffinityInfo { .. }
         | Call::SystemOff
-        | Call::SystemReset => ret::SUCCESS,
+        | Call::SystemReset
+        | Call::SystemReset2 => ret::SUCCESS,
+        // SMCCC_VERSION is discovered through PSCI_FEATURES (SMCCC 1.1, section 7.2).
+        Call::SmcccVersion => ret::SUCCESS,
         // CPU_SUSPEND: bit 1 = extended StateID format (the original format is 0), bit 0 = OS-
         // initiated mode not supported (platform-coordinated only).
         Call::CpuSuspend { .. } => 0b10,
@@ -130,12 +143,21 @@ pub fn psci_features(queried: u32) -> u64 {
     }
 }
 
-/// SMCCC_ARCH_FEATURES: whether an Arm architecture call is implemented.
-pub fn arch_features(queried: u32) -> u64 {
+/// SMCCC_ARCH_FEATURES: whether an Arm architecture call is implemented. For the workaround
+/// calls the answer is the host firmware's, which knows this CPU's vulnerabilities.
+pub fn arch_features(queried: u32, firmware: crate::board::power::FirmwareWorkarounds) -> u64 {
     match Call::from_fid(queried) {
         Call::SmcccVersion | Call::SmcccArchFeatures => ret::SUCCESS,
+        Call::ArchWorkaround(fid::ARCH_WORKAROUND_1) => firmware.wa1,
+        Call::ArchWorkaround(fid::ARCH_WORKAROUND_2) => firmware.wa2,
+        Call::ArchWorkaround(_) => firmware.wa3,
         _ => ret::NOT_SUPPORTED,
     }
+}
+
+/// Whether the firmware implements a workaround call (ARCH_FEATURES answered 0 or 1).
+fn firmware_implements(answer: u64) -> bool {
+    answer == 0 || answer == 1
 }
 
 /// How the call arrived.
@@ -153,7 +175,27 @@ pub fn handle(vcpu: &mut Vcpu, conduit: Conduit) -> Exit {
     let mut result = [ret::NOT_SUPPORTED, vcpu.regs.x[1], vcpu.regs.x[2], vcpu.regs.x[3]];
     match Call::from_fid(fid) {
         Call::SmcccVersion => result[0] = SMCCC_VERSION_1_1,
-        Call::SmcccArchFeatures => result[0] = arch_features(arg1 as u32),
+        Call::SmcccArchFeatures => result[0] = arch_features(arg1 as u32, crate::board::power::firmware_workarounds()),
+        Call::ArchWorkaround(id) => {
+            let firmware = crate::board::power::firmware_workarounds();
+            let answer = match id {
+                fid::ARCH_WORKAROUND_1 => firmware.wa1,
+                fid::ARCH_WORKAROUND_2 => firmware.wa2,
+                _ => firmware.wa3,
+            };
+            // The mitigation is the firmware's (it acts on this very CPU): pass the call on.
+            // The workaround calls return nothing (WA_2 takes its enable flag in w1).
+            if firmware_implements(answer) {
+                crate::board::power::firmware_call(
+                    crate::board::power::host_psci_conduit(),
+                    id,
+                    arg1 & 0xffff_ffff,
+                    0,
+                    0,
+                );
+                return Exit::Resume;
+            }
+        }
         Call::PsciVersion => result[0] = PSCI_VERSION_1_1,
         Call::PsciFeatures => result[0] = psci_features(arg1 as u32),
         Call::PsciMigrateInfoType => result[0] = MIGRATE_INFO_TYPE_NONE,
@@ -169,7 +211,7 @@ pub fn handle(vcpu: &mut Vcpu, conduit: Conduit) -> Exit {
             vcpu.vm.power_off();
             return Exit::VmEnded;
         }
-        Call::SystemReset => {
+        Call::SystemReset | Call::SystemReset2 => {
             log::warn!(
                 "VM {} \"{}\" asked for a reset; Veil does not restart VMs yet, so it is powered off",
                 vcpu.vm.id,
@@ -307,8 +349,19 @@ mod tests {
         assert_eq!(psci_features(fid::PSCI_CPU_SUSPEND_32), 0b10);
         assert_eq!(psci_features(0x8400_0005), ret::NOT_SUPPORTED, "MIGRATE");
         assert_eq!(psci_features(0x1234), ret::NOT_SUPPORTED);
-        assert_eq!(arch_features(fid::SMCCC_VERSION), ret::SUCCESS);
-        assert_eq!(arch_features(0x8000_8000), ret::NOT_SUPPORTED);
+        let none = crate::board::power::FirmwareWorkarounds {
+            wa1: ret::NOT_SUPPORTED,
+            wa2: ret::NOT_SUPPORTED,
+            wa3: ret::NOT_SUPPORTED,
+        };
+        assert_eq!(arch_features(fid::SMCCC_VERSION, none), ret::SUCCESS);
+        assert_eq!(arch_features(fid::ARCH_WORKAROUND_1, none), ret::NOT_SUPPORTED);
+        let affected = crate::board::power::FirmwareWorkarounds { wa1: 0, wa2: 1, wa3: -2i64 as u64 };
+        assert_eq!(arch_features(fid::ARCH_WORKAROUND_1, affected), 0, "the firmware's answer");
+        assert_eq!(arch_features(fid::ARCH_WORKAROUND_2, affected), 1);
+        assert_eq!(arch_features(fid::ARCH_WORKAROUND_3, affected), -2i64 as u64);
+        assert_eq!(psci_features(fid::SMCCC_VERSION), ret::SUCCESS, "SMCCC 1.1 discovery");
+        assert_eq!(psci_features(fid::PSCI_SYSTEM_RESET2_64), ret::SUCCESS);
         assert_eq!(ret::NOT_SUPPORTED, 0xffff_ffff_ffff_ffff);
     }
 }

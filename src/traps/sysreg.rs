@@ -6,7 +6,7 @@
 
 use super::{Exit, esr::{Esr, SysRegAccess, SysRegEncoding}, inject};
 use crate::vm::vcpu::Vcpu;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// What Veil does with a trapped register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,9 +51,6 @@ pub fn classify(enc: SysRegEncoding) -> Entry {
         (1, 0, 7, 14, 2) => e("DC CISW", SetWay),
         // Debug registers (op0 = 2), MDCR_EL2.TDA/TDOSA/TDRA: the guest sees no debug
         // resources it could use to watch Veil or other VMs.
-        (2, 0, 1, 0, 4) => e("OSLAR_EL1", RazWi),
-        (2, 0, 1, 1, 4) => e("OSLSR_EL1", RazWi),
-        (2, 0, 1, 3, 4) => e("OSDLR_EL1", RazWi),
         (2, _, _, _, _) => e("debug register", RazWi),
         // PMU registers, MDCR_EL2.TPM/TPMCR (hidden in ID_AA64DFR0_EL1.PMUVer).
         (3, 3, 9, 12..=14, _) => e("PMU register", RazWi),
@@ -75,21 +72,39 @@ pub fn classify(enc: SysRegEncoding) -> Entry {
     }
 }
 
-/// Which classes have been logged already: one warning per behaviour kind and encoding class
-/// keeps a guest that polls a hidden register from flooding the console.
-static LOGGED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// The register classes (table rows, by name) already logged: one line per class keeps a guest
+/// that touches hidden debug or PMU registers on every context switch from flooding the console.
+static LOGGED: [AtomicPtr<u8>; 32] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 32];
 
-fn log_once(enc: SysRegEncoding, what: &str, vcpu: &Vcpu) {
-    // A cheap hash of the encoding into 128 bits.
-    let h = (enc.op0 as u64 * 31 + enc.op1 as u64 * 17 + enc.crn as u64 * 7 + enc.crm as u64 * 3 + enc.op2 as u64) % 128;
-    let bit = 1u64 << (h % 64);
-    if LOGGED[(h / 64) as usize].fetch_or(bit, Ordering::Relaxed) & bit == 0 {
-        log::warn!(
-            "VM {} vCPU {}: {what} {enc} at PC {:#x} (further accesses are not logged)",
-            vcpu.vm.id,
-            vcpu.index,
-            vcpu.regs.pc
-        );
+/// Whether this is the first access of class `name` (and remembers it).
+fn first_of_class(name: &'static str) -> bool {
+    let key = name.as_ptr() as *mut u8;
+    for slot in &LOGGED {
+        match slot.compare_exchange(core::ptr::null_mut(), key, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(existing) if existing == key => return false,
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+fn log_once(enc: SysRegEncoding, entry: &Entry, read: bool, vcpu: &Vcpu) {
+    if !first_of_class(entry.name) {
+        return;
+    }
+    let what = if read { "read" } else { "write" };
+    let (id, index, pc, name) = (vcpu.vm.id, vcpu.index, vcpu.regs.pc, entry.name);
+    match entry.behaviour {
+        // Hidden on purpose (the ID registers say so); guests probe them routinely.
+        Behaviour::RazWi => log::info!(
+            "VM {id} vCPU {index}: {name} {what} ({enc}) at PC {pc:#x}: read-as-zero/write-ignored; \
+             further {name} accesses are not logged"
+        ),
+        _ => log::warn!(
+            "VM {id} vCPU {index}: {name} {what} ({enc}) at PC {pc:#x}: UNDEFINED for the guest; \
+             further {name} accesses are not logged"
+        ),
     }
 }
 
@@ -103,7 +118,7 @@ pub fn handle(vcpu: &mut Vcpu, esr: Esr) -> Exit {
             vcpu.regs.write(access.register, value);
         }
         (Behaviour::RazWi, read) => {
-            log_once(access.encoding, if read { "read-as-zero" } else { "write-ignored" }, vcpu);
+            log_once(access.encoding, &entry, read, vcpu);
             if read {
                 vcpu.regs.write(access.register, 0);
             }
@@ -137,7 +152,7 @@ pub fn handle(vcpu: &mut Vcpu, esr: Esr) -> Exit {
             }
         }
         (Behaviour::IdRegister, false) | (Behaviour::Sgi(_), true) | (Behaviour::Undefined, _) => {
-            log_once(access.encoding, entry.name, vcpu);
+            log_once(access.encoding, &entry, access.read, vcpu);
             inject::undefined_instruction(&mut vcpu.regs);
             return Exit::Resume;
         }
