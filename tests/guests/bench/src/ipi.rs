@@ -15,9 +15,9 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use veil_guest_rt::gic::{self, Gic, SPURIOUS, Target};
 use veil_guest_rt::{cpu, halt, psci};
 
-use crate::gic::{self, Gic, SPURIOUS, Target};
 use crate::timing::now;
 use crate::{Cpus, Outcome};
 

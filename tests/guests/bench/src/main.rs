@@ -31,17 +31,15 @@
 #![no_main]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-mod gic;
 mod ipi;
 mod ops;
-mod probe;
 mod timing;
 mod vtimer;
 
 use core::fmt;
 
 use veil_guest_rt::sysreg::{Readable, registers};
-use veil_guest_rt::{bootargs, dtb, power_off, println, smccc};
+use veil_guest_rt::{bootargs, dtb, gic, power_off, println, probe, smccc};
 
 veil_guest_rt::guest!(name: "bench", main: main);
 

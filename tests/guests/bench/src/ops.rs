@@ -6,9 +6,10 @@
 //! Each loop is measured twice, with and without the operation: what the loop needs anyway
 //! (re-loading the function ID that the previous call overwrote, say) is in both.
 
+use veil_guest_rt::gic::Gic;
+use veil_guest_rt::probe::{read32, write32};
+
 use crate::Outcome;
-use crate::gic::Gic;
-use crate::probe::{read32, write32};
 use crate::timed_loop;
 use crate::timing::per_op;
 

@@ -15,10 +15,10 @@
 //! shares registers with the spinning code instead of saving any (the register contract is
 //! next to the table below), which keeps the measured path exactly what the hardware does.
 
+use veil_guest_rt::gic::{GICC_EOIR, GICC_IAR, Gic};
 use veil_guest_rt::read_sysreg;
 
 use crate::Outcome;
-use crate::gic::{GICC_EOIR, GICC_IAR, Gic};
 
 /// The virtual timer's PPI.
 const VTIMER_INTID: u32 = 27;
@@ -225,7 +225,7 @@ fn one_round(gicc: usize) -> Option<Sample> {
     (done != 0).then(|| Sample {
         latency: arrived.wrapping_sub(deadline),
         eoi: after_eoi.wrapping_sub(before_eoi),
-        intid: crate::gic::intid(iar as u32),
+        intid: veil_guest_rt::gic::intid(iar as u32),
     })
 }
 

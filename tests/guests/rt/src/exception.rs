@@ -6,11 +6,15 @@
 //! - inside [`expect_exception`], the first synchronous exception or SError is recorded and the
 //!   guest resumes after it ([`ExceptionInfo::resume_address`]); the call returns the record.
 //!   This is how tests check that the hypervisor injects an UNDEF or an abort.
-//! - anywhere else, or for IRQ/FIQ (the runtime drives no interrupt controller, so it could not
-//!   silence the source), the guest prints
+//! - an IRQ goes to the handler the guest installed with [`set_irq_handler`], which must
+//!   acknowledge and end it (see [`crate::gic`]); the interrupted code resumes where it was.
+//!   The handler runs with IRQs masked; it may unmask them to let a more urgent interrupt
+//!   preempt it, since every entry saves the whole interrupted state on the vCPU's stack.
+//! - anywhere else, for an IRQ without a handler, or for an FIQ, the guest prints
 //!   `<guest>: FAIL unexpected exception ESR=0x.. EC=0x.. FAR=0x.. ELR=0x..` and powers off.
 //!
-//! The record is global, not per vCPU: one vCPU at a time may expect an exception.
+//! The record is global, not per vCPU: one vCPU at a time may expect an exception. The IRQ
+//! handler is global too: every vCPU calls the same one.
 
 use core::fmt;
 
@@ -159,7 +163,31 @@ impl fmt::Display for ExceptionInfo {
 }
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-pub use handler::expect_exception;
+pub use handler::{expect_exception, set_irq_handler};
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub use irq_mask::{mask_irqs, unmask_irqs};
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod irq_mask {
+    //! PSTATE.I: whether the calling vCPU takes IRQs.
+
+    /// Masks IRQs (PSTATE.I = 1), as every vCPU starts.
+    #[inline(always)]
+    pub fn mask_irqs() {
+        // SAFETY: masking interrupts only delays them. Not `nomem`: the compiler must not move
+        // memory accesses across it, since an IRQ handler may share them.
+        unsafe { core::arch::asm!("msr daifset, #2", options(nostack, preserves_flags)) };
+    }
+
+    /// Unmasks IRQs (PSTATE.I = 0): a pending interrupt is taken at once, by the handler from
+    /// [`set_irq_handler`](super::set_irq_handler), which must be installed.
+    #[inline(always)]
+    pub fn unmask_irqs() {
+        // SAFETY: as for `mask_irqs`: an interrupt taken from here saves and restores all the
+        // state the interrupted code uses (see vectors.s).
+        unsafe { core::arch::asm!("msr daifclr, #2", options(nostack, preserves_flags)) };
+    }
+}
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod handler {
@@ -189,6 +217,16 @@ mod handler {
     static TAKEN_ESR: AtomicU64 = AtomicU64::new(0);
     static TAKEN_FAR: AtomicU64 = AtomicU64::new(0);
     static TAKEN_ELR: AtomicU64 = AtomicU64::new(0);
+    /// The guest's IRQ handler, a `fn()` as an address; 0 = none.
+    static IRQ_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+    /// Installs `handler` for every IRQ any vCPU takes from now on (`None`: IRQs are
+    /// unexpected again). It runs on the interrupted vCPU's stack with IRQs masked, and must
+    /// acknowledge and end the interrupt, or the vCPU takes it again at once.
+    pub fn set_irq_handler(handler: Option<fn()>) {
+        let address = handler.map_or(0, |f| f as *const () as usize);
+        IRQ_HANDLER.store(address, Ordering::SeqCst);
+    }
 
     /// Runs `f`, expecting it to cause one synchronous exception (or SError) at EL1.
     ///
@@ -243,6 +281,15 @@ mod handler {
     /// Called by vectors.s for every exception, with the index of the vector entry and the
     /// saved ELR_EL1, which is where the guest resumes when this returns.
     extern "C" fn handle(vector: usize, saved_elr: &mut u64) {
+        // IRQ entries (current EL with SP_ELx or SP_EL0, lower EL) go to the guest's handler.
+        let handler = IRQ_HANDLER.load(Ordering::Relaxed);
+        if vector % 4 == 1 && handler != 0 {
+            // SAFETY: set_irq_handler stored a `fn()` here, and function pointers round-trip
+            // through usize unchanged on AArch64.
+            let handler: fn() = unsafe { core::mem::transmute::<usize, fn()>(handler) };
+            handler();
+            return;
+        }
         let info = ExceptionInfo::from_vector(vector, ESR_EL1.get(), FAR_EL1.get(), *saved_elr);
         let expectable = matches!(info.kind, Kind::Synchronous | Kind::SError);
         if expectable && STATE.load(Ordering::Relaxed) == ARMED {

@@ -9,7 +9,10 @@
 //! - [`console`]: `print!`/`println!` on the board's PL011.
 //! - [`smccc`] and [`psci`]: firmware calls over HVC (and SMC), with PSCI's named wrappers.
 //! - [`exception`]: the EL1 vector table; [`exception::expect_exception`] lets a test provoke an
-//!   exception on purpose, any other exception fails the guest loudly.
+//!   exception on purpose, [`exception::set_irq_handler`] takes interrupts, any other exception
+//!   fails the guest loudly.
+//! - [`gic`]: a small GICv2/GICv3 driver (set-up, acknowledge/end, SGIs, per-INTID state), and
+//!   [`probe`]: accesses a hypervisor may refuse, caught and named.
 //! - [`dtb`] and [`bootargs`]: the device tree from x0 and the kernel command line in it.
 //! - [`sysreg`]: system-register reads by name, typed through `aarch64-cpu` or raw `mrs`.
 //!
@@ -34,7 +37,11 @@ pub mod dtb;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod entry;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod gic;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod panic;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod probe;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod psci;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
