@@ -1,5 +1,5 @@
 //! Building the images QEMU boots: Veil for a board (`target/<board>/<profile>/veil.bin`) and the
-//! bundled guests (`target/guests/tiny.bin`, `target/guests/bench.bin`), each compiled by cargo
+//! bundled guests (`target/guests/tiny.bin`, `bench.bin`, `irq.bin`), each compiled by cargo
 //! and then turned from an ELF into a raw binary with the toolchain's `llvm-objcopy`.
 //!
 //! A raw binary because QEMU passes the DTB address in x0 only for raw images and arm64 Images,
@@ -20,6 +20,7 @@ pub const HYPERVISOR_PACKAGE: &str = "veil";
 pub const GUEST_TARGET: &str = "aarch64-unknown-none";
 pub const TINY_PACKAGE: &str = "veil-guest-tiny";
 pub const BENCH_PACKAGE: &str = "veil-guest-bench";
+pub const IRQ_PACKAGE: &str = "veil-guest-irq";
 
 /// A built hypervisor image.
 #[derive(Clone, Debug)]
@@ -53,6 +54,11 @@ pub fn build_tiny_guest(ws: &Workspace) -> Result<(PathBuf, u64)> {
 /// Builds the bundled benchmark guest (release, like tiny) and makes `target/guests/bench.bin`.
 pub fn build_bench_guest(ws: &Workspace) -> Result<(PathBuf, u64)> {
     build_guest(ws, BENCH_PACKAGE, "bench")
+}
+
+/// Builds the bundled interrupt guest (release, like tiny) and makes `target/guests/irq.bin`.
+pub fn build_irq_guest(ws: &Workspace) -> Result<(PathBuf, u64)> {
+    build_guest(ws, IRQ_PACKAGE, "irq")
 }
 
 /// Builds guest `package` and makes `target/guests/<name>.bin`.

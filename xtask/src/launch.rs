@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::board::Board;
 use crate::image::{self, Hypervisor};
 use crate::package::{self, GuestFormat, VmSpec};
-use crate::qemu::{self, Console, GDB_PORT, Invocation, Outcome};
+use crate::qemu::{self, Console, GDB_PORT, Input, Invocation, Outcome};
 use crate::size;
 use crate::workspace::{Profile, Workspace, describe, shell_quote};
 
@@ -24,6 +24,8 @@ pub enum Guest {
     Tiny,
     /// The bundled benchmark guest, built from tests/guests/bench.
     Bench,
+    /// The bundled interrupt guest, built from tests/guests/irq.
+    Irq,
     /// A file: an arm64 Image, an ELF or a raw binary.
     File(PathBuf),
 }
@@ -62,8 +64,13 @@ impl Launch {
         }
         match &self.guest {
             Guest::Tiny => {}
-            Guest::Bench => {
-                let bin = ws.guests_dir().join("bench.bin");
+            Guest::Bench | Guest::Irq => {
+                let name = if self.guest == Guest::Bench {
+                    "bench"
+                } else {
+                    "irq"
+                };
+                let bin = ws.guests_dir().join(format!("{name}.bin"));
                 words.push(format!("--guest {}", shell_quote(ws.short(&bin))));
             }
             Guest::File(path) => words.push(format!("--guest {}", shell_quote(ws.short(path)))),
@@ -132,6 +139,17 @@ impl Launcher {
         console: Console,
         notes: &mut Notes,
     ) -> Result<Outcome> {
+        self.launch_with_input(launch, console, notes, None)
+    }
+
+    /// [`Launcher::launch`], typing `input` into the console (see [`qemu::run_with_input`]).
+    pub fn launch_with_input(
+        &mut self,
+        launch: &Launch,
+        console: Console,
+        notes: &mut Notes,
+        input: Option<&Input>,
+    ) -> Result<Outcome> {
         let board = Board::load(&self.ws.root, &launch.board)?;
         board.check_gic(launch.gic)?;
         board.check_smp(launch.smp)?;
@@ -139,7 +157,7 @@ impl Launcher {
         // The user's files first: a typo should not have to wait for a build.
         let user_kernel = match &launch.guest {
             Guest::File(path) => Some((path.clone(), read_input(path, "--guest")?)),
-            Guest::Tiny | Guest::Bench => None,
+            Guest::Tiny | Guest::Bench | Guest::Irq => None,
         };
         let initrd = launch
             .initrd
@@ -161,10 +179,10 @@ impl Launcher {
         let (name, path, kernel) = match user_kernel {
             Some((path, bytes)) => (package::vm_name_for(&path), path, bytes),
             None => {
-                let name = if launch.guest == Guest::Bench {
-                    "bench"
-                } else {
-                    "tiny"
+                let name = match launch.guest {
+                    Guest::Bench => "bench",
+                    Guest::Irq => "irq",
+                    _ => "tiny",
                 };
                 let path = self.bundled_guest(name)?;
                 let bytes = read_input(&path, &format!("the {name} guest"))?;
@@ -232,10 +250,12 @@ impl Launcher {
                 shell_quote(self.ws.short(&hypervisor.elf))
             ));
         }
-        if console == Console::Stream && std::io::stdin().is_terminal() {
+        if let Some(input) = input {
+            notes.note(format!("input: {input}"));
+        } else if console == Console::Stream && std::io::stdin().is_terminal() {
             notes.note("the console is yours; Ctrl-A x quits QEMU");
         }
-        qemu::run(command, console, launch.timeout)
+        qemu::run_with_input(command, console, launch.timeout, input)
     }
 
     /// The `-dtb` file the board asks for, checked before anything is built.
@@ -282,14 +302,14 @@ impl Launcher {
         built.clone().map_err(|e| anyhow!(e))
     }
 
-    /// The raw binary of bundled guest `name` ("tiny" or "bench"), built once.
+    /// The raw binary of bundled guest `name` ("tiny", "bench" or "irq"), built once.
     pub fn bundled_guest(&mut self, name: &'static str) -> Result<PathBuf> {
         let ws = &self.ws;
         let built = self.guests.entry(name).or_insert_with(|| {
-            let build = if name == "bench" {
-                image::build_bench_guest
-            } else {
-                image::build_tiny_guest
+            let build = match name {
+                "bench" => image::build_bench_guest,
+                "irq" => image::build_irq_guest,
+                _ => image::build_tiny_guest,
             };
             build(ws).map(|(bin, _)| bin).map_err(|e| format!("{e:#}"))
         });
@@ -356,6 +376,17 @@ mod tests {
             bench.run_command(&ws),
             "cargo xtask run --board qemu-virt --gic 2 --smp 1 --mem 128M \
              --guest target/guests/bench.bin --cmdline bench.quick"
+        );
+        let irq = Launch {
+            guest: Guest::Irq,
+            cmdline: Some("irq.test=sgi".into()),
+            smp: 4,
+            ..launch()
+        };
+        assert_eq!(
+            irq.run_command(&ws),
+            "cargo xtask run --board qemu-virt --gic 2 --smp 4 --mem 128M \
+             --guest target/guests/irq.bin --cmdline irq.test=sgi"
         );
         assert_eq!(
             linux.run_command(&ws),

@@ -317,7 +317,13 @@ fn scenarios(ws: &Workspace, args: &TestArgs, tally: &mut Tally) {
             }
         };
         let mut notes = Notes::new(Console::Capture);
-        let outcome = match launcher.launch(&launch, Console::Capture, &mut notes) {
+        let input = scenario.input();
+        let outcome = match launcher.launch_with_input(
+            &launch,
+            Console::Capture,
+            &mut notes,
+            input.as_ref(),
+        ) {
             Ok(outcome) => outcome,
             Err(error) => {
                 println!("FAIL {}: {error:#}", scenario.name);

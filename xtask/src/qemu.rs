@@ -7,7 +7,8 @@
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -252,11 +253,43 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
+/// Text typed into QEMU's console (its stdin, which `-nographic` connects to the board's
+/// first UART), once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    pub text: String,
+    /// Typed only once the console output shows this; `None`: at once.
+    pub after: Option<String>,
+}
+
+impl std::fmt::Display for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.text)?;
+        match &self.after {
+            Some(marker) => write!(f, " once the console shows {marker:?}"),
+            None => write!(f, " at once"),
+        }
+    }
+}
+
 /// Runs `command` (QEMU) to its end or to `timeout`, whichever comes first.
-pub fn run(mut command: Command, console: Console, timeout: Option<Duration>) -> Result<Outcome> {
+pub fn run(command: Command, console: Console, timeout: Option<Duration>) -> Result<Outcome> {
+    run_with_input(command, console, timeout, None)
+}
+
+/// [`run`], and types `input` into QEMU's stdin (kept open until QEMU ends, so that QEMU never
+/// sees the end of its input) instead of connecting the terminal or nothing.
+pub fn run_with_input(
+    mut command: Command,
+    console: Console,
+    timeout: Option<Duration>,
+    input: Option<&Input>,
+) -> Result<Outcome> {
     let interactive = console == Console::Stream && std::io::stdin().is_terminal();
     command
-        .stdin(if interactive {
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else if interactive {
             Stdio::inherit()
         } else {
             Stdio::null()
@@ -281,6 +314,15 @@ pub fn run(mut command: Command, console: Console, timeout: Option<Duration>) ->
             live.then(|| Box::new(std::io::stderr()) as _),
         ),
     ];
+    let ended = Arc::new(AtomicBool::new(false));
+    let feeder = input.map(|input| {
+        feed(
+            child.stdin.take(),
+            input.clone(),
+            Arc::clone(&transcript),
+            Arc::clone(&ended),
+        )
+    });
     let ending = match wait(&mut child, timeout)? {
         Some(status) => ending_of(status),
         None => {
@@ -289,6 +331,11 @@ pub fn run(mut command: Command, console: Console, timeout: Option<Duration>) ->
         }
     };
     let elapsed = start.elapsed();
+    ended.store(true, Ordering::Relaxed);
+    if let Some(feeder) = feeder {
+        // It notices `ended` within one poll.
+        let _ = feeder.join();
+    }
     for pump in pumps {
         // A pump only ends with its pipe; QEMU is gone, so this cannot hang.
         let _ = pump.join();
@@ -324,6 +371,46 @@ fn pump(
             let mut kept = transcript.lock().unwrap_or_else(|e| e.into_inner());
             let room = MAX_TRANSCRIPT.saturating_sub(kept.len());
             kept.extend_from_slice(&buffer[..n.min(room)]);
+        }
+    })
+}
+
+/// Writes `input` to QEMU's stdin once the transcript shows its marker, then holds stdin open
+/// until `ended`.
+fn feed(
+    stdin: Option<ChildStdin>,
+    input: Input,
+    transcript: Arc<Mutex<Vec<u8>>>,
+    ended: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    thread::spawn(move || {
+        let Some(mut stdin) = stdin else {
+            return;
+        };
+        let marker = input
+            .after
+            .as_deref()
+            .map(str::as_bytes)
+            .unwrap_or_default();
+        let mut searched = 0;
+        let mut typed = false;
+        while !ended.load(Ordering::Relaxed) {
+            if !typed {
+                let kept = transcript.lock().unwrap_or_else(|e| e.into_inner());
+                let from = searched.min(kept.len()).saturating_sub(marker.len());
+                let seen =
+                    marker.is_empty() || kept[from..].windows(marker.len()).any(|w| w == marker);
+                searched = kept.len();
+                drop(kept);
+                if seen {
+                    // QEMU may have gone already; the outcome says so, not this write.
+                    let _ = stdin
+                        .write_all(input.text.as_bytes())
+                        .and_then(|()| stdin.flush());
+                    typed = true;
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
         }
     })
 }
@@ -531,6 +618,30 @@ mod tests {
         let outcome = run(echo, Console::Capture, Some(Duration::from_secs(10))).unwrap();
         assert_eq!(outcome.ending, Ending::Exited(3));
         assert!(outcome.console.contains("out\n") && outcome.console.contains("err\n"));
+
+        let mut echo_input = Command::new("sh");
+        echo_input.args(["-c", "echo 'ready?'; read line; echo \"got <$line>\""]);
+        let input = Input {
+            text: "typed\n".into(),
+            after: Some("ready?".into()),
+        };
+        let outcome = run_with_input(
+            echo_input,
+            Console::Capture,
+            Some(Duration::from_secs(10)),
+            Some(&input),
+        )
+        .unwrap();
+        assert_eq!(outcome.ending, Ending::Exited(0));
+        assert!(
+            outcome.console.contains("got <typed>"),
+            "{}",
+            outcome.console
+        );
+        assert_eq!(
+            input.to_string(),
+            "\"typed\\n\" once the console shows \"ready?\""
+        );
 
         let mut sleeper = Command::new("sh");
         sleeper.args(["-c", "echo started; exec sleep 30"]);

@@ -7,8 +7,8 @@
 //! board = "qemu-virt"            # default "qemu-virt"
 //! gic = 3                        # default 3
 //! smp = 1                        # default 1
-//! guest = "tiny"                 # default "tiny"; "tiny", "bench" and "linux" are the bundled guests,
-//!                                # anything else a path from the root
+//! guest = "tiny"                 # default "tiny"; "tiny", "bench", "irq" and "linux" are the
+//!                                # bundled guests, anything else a path from the root
 //! initrd = "path"                # optional, a path from the root
 //! mem = "128M"                   # guest RAM, default "128M"
 //! cmdline = "tiny.test=unmapped" # the guest's bootargs, default none
@@ -17,6 +17,8 @@
 //! reject = ["panicked"]          # must appear nowhere, default none
 //! exit = 1                       # expected exit status, default 0
 //! timeout = 30                   # seconds, default 60
+//! input = "hello\n"              # typed into the console once, default nothing
+//! input_after = "waiting"        # ... once the console shows this, default at once
 //! ```
 //!
 //! `expect` is matched in order, each entry after the end of the previous match: a string must
@@ -30,7 +32,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 
 use crate::launch::{Guest, Launch};
-use crate::qemu::{Ending, Outcome};
+use crate::qemu::{Ending, Input, Outcome};
 use crate::size;
 use crate::workspace::{Profile, Workspace};
 
@@ -73,6 +75,10 @@ pub struct Scenario {
     pub exit: i32,
     #[serde(default = "defaults::timeout")]
     pub timeout: u64,
+    #[serde(default)]
+    pub input: Option<String>,
+    #[serde(default)]
+    pub input_after: Option<String>,
 }
 
 mod defaults {
@@ -167,6 +173,18 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>> {
             scenario.reject.iter().all(|r| !r.is_empty()),
             "scenario {name}: a `reject` entry is empty"
         );
+        ensure!(
+            scenario.input.as_ref().is_none_or(|i| !i.is_empty()),
+            "scenario {name}: `input` is empty"
+        );
+        ensure!(
+            scenario.input_after.is_none() || scenario.input.is_some(),
+            "scenario {name}: `input_after` without `input`"
+        );
+        ensure!(
+            scenario.input_after.as_ref().is_none_or(|a| !a.is_empty()),
+            "scenario {name}: `input_after` is empty"
+        );
     }
     Ok(file.scenario)
 }
@@ -182,7 +200,7 @@ pub fn load(ws: &Workspace) -> Result<Vec<Scenario>> {
 impl Scenario {
     /// The boot this scenario asks for; fails early on a guest or initrd file that is missing.
     pub fn launch(&self, ws: &Workspace, profile: Profile) -> Result<Launch> {
-        let bundled = matches!(self.guest.as_str(), "tiny" | "bench" | "linux");
+        let bundled = matches!(self.guest.as_str(), "tiny" | "bench" | "irq" | "linux");
         let files = [(!bundled).then_some(&self.guest), self.initrd.as_ref()];
         for path in files.into_iter().flatten() {
             if !ws.root.join(path).is_file() {
@@ -195,6 +213,7 @@ impl Scenario {
         let guest = match self.guest.as_str() {
             "tiny" => Guest::Tiny,
             "bench" => Guest::Bench,
+            "irq" => Guest::Irq,
             "linux" => Guest::File(linux.as_ref().expect("prepared above").image.clone()),
             path => Guest::File(ws.root.join(path)),
         };
@@ -214,6 +233,14 @@ impl Scenario {
             timeout: Some(Duration::from_secs(self.timeout)),
             icount: self.icount,
             gdb: false,
+        })
+    }
+
+    /// What to type into the console, if anything.
+    pub fn input(&self) -> Option<Input> {
+        self.input.as_ref().map(|text| Input {
+            text: text.clone(),
+            after: self.input_after.clone(),
         })
     }
 
@@ -290,6 +317,8 @@ mod tests {
         expect = ["tiny: reading unmapped IPA 0x10000000", ["0x10000000", "stopped"]]
         exit = 1
         timeout = 30
+        input = "hello\n"
+        input_after = "waiting for input"
     "#;
 
     fn outcome(console: &str, ending: Ending) -> Outcome {
@@ -334,6 +363,14 @@ mod tests {
             Expect::Line(vec!["0x10000000".into(), "stopped".into()])
         );
         assert!(unmapped.icount);
+        assert_eq!(plain.input(), None);
+        assert_eq!(
+            unmapped.input(),
+            Some(Input {
+                text: "hello\n".into(),
+                after: Some("waiting for input".into())
+            })
+        );
     }
 
     #[test]
@@ -369,6 +406,11 @@ mod tests {
             bench.launch(&ws, Profile::Debug).unwrap().guest,
             Guest::Bench
         );
+        let irq = Scenario {
+            guest: "irq".into(),
+            ..scenarios[0].clone()
+        };
+        assert_eq!(irq.launch(&ws, Profile::Debug).unwrap().guest, Guest::Irq);
         let missing = Scenario {
             guest: "guests/Image".into(),
             ..scenarios[0].clone()
@@ -394,6 +436,9 @@ mod tests {
             "[[scenario]]\nname = \"a\"\ntimeout = 0\n",
             "[[scenario]]\ngic = 3\n",
             "[[scenarios]]\nname = \"a\"\n",
+            "[[scenario]]\nname = \"a\"\ninput = \"\"\n",
+            "[[scenario]]\nname = \"a\"\ninput_after = \"x\"\n",
+            "[[scenario]]\nname = \"a\"\ninput = \"x\"\ninput_after = \"\"\n",
         ];
         for text in bad {
             assert!(parse(text).is_err(), "should be refused:\n{text}");
