@@ -5,6 +5,7 @@
 //! firmware reservation goes to the frame allocator ([`frames`]). The heap is one block of frames;
 //! each VM's RAM is another, owned by that VM. No frame is ever in two of these.
 
+pub mod bulk;
 pub mod el2_map;
 pub mod frames;
 pub mod heap;

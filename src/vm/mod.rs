@@ -22,7 +22,7 @@ use crate::devices::{
     virtio_mmio::EmptyVirtioMmio,
 };
 use crate::interrupts::{
-    routing::{IrqRouting, KickingGicWindow, RunningVcpu, VgicLine},
+    routing::{IrqRouting, RunningVcpu, VgicLine},
     vgic::{self, Vgic, VgicConfig, VirtualGicd, VirtualGicr},
 };
 use crate::memory::{self, frames, stage2::{self, Stage2Table}};
@@ -315,12 +315,10 @@ impl Vm {
         let uart = Arc::new(uart);
         mmio.add(virtual_board::PL011_BASE, virtual_board::PL011_SIZE, Box::new(uart.clone()))
             .expect("an empty bus has no overlaps");
-        let gicd = KickingGicWindow { window: VirtualGicd::new(vgic.clone(), RunningVcpu), routing: irq.clone() };
-        mmio.add(virtual_board::GICD_BASE, vgic::GICD_WINDOW, Box::new(gicd))
+        mmio.add(virtual_board::GICD_BASE, vgic::GICD_WINDOW, Box::new(VirtualGicd::new(vgic.clone(), RunningVcpu)))
             .expect("the virtual board's devices do not overlap");
         if let Some(gicr) = VirtualGicr::new(vgic.clone()) {
             let size = virtual_board::gicr_size(vcpu_count).expect("vCPU count checked above");
-            let gicr = KickingGicWindow { window: gicr, routing: irq.clone() };
             mmio.add(virtual_board::GICR_BASE, size, Box::new(gicr))
                 .expect("the virtual board's devices do not overlap");
         }
@@ -418,8 +416,9 @@ fn copy_to_guest(ram: &GuestRam, ipa: u64, data: &[u8]) {
     for (pa, len) in ranges {
         let piece = &data[offset..offset + len as usize];
         // SAFETY: [pa, pa + len) lies in this VM's RAM (host_ranges checked it), which Veil
-        // allocated for it and maps read-write at EL2; no guest runs on it yet.
-        unsafe { core::ptr::copy_nonoverlapping(piece.as_ptr(), pa as *mut u8, piece.len()) };
+        // allocated for it and maps read-write (Normal memory) at EL2; no guest runs on it yet,
+        // and `data` is Veil's (the package or the DTB), never this VM's RAM.
+        unsafe { memory::bulk::copy(pa as *mut u8, piece.as_ptr(), piece.len()) };
         memory::cache::clean_dcache_range(pa as usize, piece.len());
         offset += len as usize;
     }
@@ -428,7 +427,7 @@ fn copy_to_guest(ram: &GuestRam, ipa: u64, data: &[u8]) {
 fn zero_guest(ram: &GuestRam, ipa: u64, len: u64) {
     for (pa, len) in ram.host_ranges(ipa, len).expect("load plan inside guest RAM") {
         // SAFETY: as in copy_to_guest.
-        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) };
+        unsafe { memory::bulk::zero(pa as *mut u8, len as usize) };
         memory::cache::clean_dcache_range(pa as usize, len as usize);
     }
 }
