@@ -8,7 +8,7 @@ use crate::traps::context::GuestRegs;
 use crate::vm::vcpu::Vcpu;
 use alloc::{boxed::Box, vec::Vec};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub mod sched;
 
@@ -146,6 +146,18 @@ static CURRENT_VCPU: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; M
 /// The index within its VM of the vCPU this CPU runs (0 if none).
 pub fn current_vcpu_index() -> usize {
     CURRENT_VCPU[current_index()].load(Ordering::Relaxed)
+}
+
+/// Per CPU: which vCPUs it should run may have changed (a PSCI CPU_ON for one of them, a
+/// CPU_OFF, a VM that ended). Its scheduler then re-reads the assignments; otherwise it does not
+/// touch the VM list at all.
+static WORK: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(true) }; MAX_CPUS];
+
+/// Tells CPU `cpu`'s scheduler to look at its vCPUs' power states again.
+pub fn note_work(cpu: usize) {
+    if let Some(flag) = WORK.get(cpu) {
+        flag.store(true, Ordering::Release);
+    }
 }
 
 /// Most vCPUs pinned to one physical CPU.

@@ -11,7 +11,7 @@
 //! exit, a WFI with nothing to take, a vCPU turning off, a VM ending. Hypercalls, register traps
 //! and MMIO return straight to the vCPU.
 
-use super::{PerCpu, CURRENT_VCPU, Ordering, arch, assignments, context};
+use super::{PerCpu, CURRENT_VCPU, Ordering, WORK, arch, assignments, context, note_work};
 use crate::traps::Exit;
 use crate::vm::{VmState, psci::PowerState, registry, vcpu::Vcpu};
 use alloc::boxed::Box;
@@ -38,9 +38,14 @@ impl PerCpu {
                 if let Some(v) = self.vcpu() {
                     v.vm.vcpu_power[v.index].turn_off();
                 }
+                note_work(self.index);
                 self.schedule();
             }
-            Exit::VmEnded | Exit::Reschedule => self.schedule(),
+            Exit::VmEnded => {
+                note_work(self.index);
+                self.schedule();
+            }
+            Exit::Reschedule => self.schedule(),
         }
         let Some(v) = self.vcpu() else { return };
         if v.rearm_timer {
@@ -58,8 +63,10 @@ impl PerCpu {
     /// machine off once every VM has ended.
     pub fn schedule(&mut self) {
         loop {
-            self.reap();
-            self.start_requested();
+            if WORK[self.index].swap(false, Ordering::AcqRel) {
+                self.reap();
+                self.start_requested();
+            }
             let now = crate::timer::physical_count();
             if let Some(next) = self.pick(now) {
                 self.switch_to(next, now);

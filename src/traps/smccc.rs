@@ -205,7 +205,12 @@ pub fn handle(vcpu: &mut Vcpu, conduit: Conduit) -> Exit {
             result[0] = ret::SUCCESS;
         }
         Call::CpuOff => return Exit::VcpuOff,
-        Call::CpuOn { wide } => result[0] = cpu_on(vcpu, narrow(wide, arg1), narrow(wide, vcpu.regs.x[2]), narrow(wide, vcpu.regs.x[3])),
+        Call::CpuOn { wide } => {
+            result[0] = cpu_on(vcpu, narrow(wide, arg1), narrow(wide, vcpu.regs.x[2]), narrow(wide, vcpu.regs.x[3]));
+            vcpu.regs.x[..4].copy_from_slice(&result);
+            // The new vCPU may share this CPU: let the scheduler see it now.
+            return Exit::Reschedule;
+        }
         Call::AffinityInfo { wide } => result[0] = affinity_info(vcpu, narrow(wide, arg1), vcpu.regs.x[2] as u32),
         Call::SystemOff => {
             vcpu.vm.power_off();
