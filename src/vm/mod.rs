@@ -22,7 +22,7 @@ use crate::devices::{
     virtio_mmio::EmptyVirtioMmio,
 };
 use crate::interrupts::{
-    routing::{IrqRouting, RunningVcpu, VgicLine},
+    routing::{IrqRouting, KickingGicWindow, RunningVcpu, VgicLine},
     vgic::{self, Vgic, VgicConfig, VirtualGicd, VirtualGicr},
 };
 use crate::memory::{self, frames, stage2::{self, Stage2Table}};
@@ -315,10 +315,12 @@ impl Vm {
         let uart = Arc::new(uart);
         mmio.add(virtual_board::PL011_BASE, virtual_board::PL011_SIZE, Box::new(uart.clone()))
             .expect("an empty bus has no overlaps");
-        mmio.add(virtual_board::GICD_BASE, vgic::GICD_WINDOW, Box::new(VirtualGicd::new(vgic.clone(), RunningVcpu)))
+        let gicd = KickingGicWindow { window: VirtualGicd::new(vgic.clone(), RunningVcpu), routing: irq.clone() };
+        mmio.add(virtual_board::GICD_BASE, vgic::GICD_WINDOW, Box::new(gicd))
             .expect("the virtual board's devices do not overlap");
         if let Some(gicr) = VirtualGicr::new(vgic.clone()) {
             let size = virtual_board::gicr_size(vcpu_count).expect("vCPU count checked above");
+            let gicr = KickingGicWindow { window: gicr, routing: irq.clone() };
             mmio.add(virtual_board::GICR_BASE, size, Box::new(gicr))
                 .expect("the virtual board's devices do not overlap");
         }
