@@ -399,15 +399,16 @@ impl Vm {
     /// Makes the physical CPU of vCPU `index` look at its state (a CPU_ON, or the VM's end).
     pub fn kick_vcpu(&self, index: usize) {
         let cpu = self.placement[index];
-        crate::interrupts::kick(cpu, crate::cpu::mpidr_of(cpu));
+        crate::cpu::note_work(cpu);
+        if cpu != crate::cpu::current_index() {
+            crate::interrupts::kick(cpu, crate::cpu::mpidr_of(cpu));
+        }
     }
 
     /// Makes every CPU that runs one of this VM's vCPUs exit and notice the VM ended.
     fn kick_all_vcpus(&self) {
-        for index in 0..self.vcpu_count {
-            if index < self.placement.len() && self.placement[index] != crate::cpu::current_index() {
-                self.kick_vcpu(index);
-            }
+        for index in 0..self.vcpu_count.min(self.placement.len()) {
+            self.kick_vcpu(index);
         }
     }
 }
