@@ -35,10 +35,17 @@ pub struct QemuMachine {
     pub gic_versions: Vec<u32>,
     /// Most CPUs the machine takes.
     pub max_smp: u32,
+    /// Fewest CPUs the machine takes (raspi4b always has 4); VMs may use fewer.
+    #[serde(default = "one")]
+    pub min_smp: u32,
     /// A DTB to pass with `-dtb` (a path from the repository root), for machines for which
     /// QEMU builds none (raspi4b).
     #[serde(default)]
     pub dtb: Option<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Board {

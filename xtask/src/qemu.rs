@@ -169,9 +169,12 @@ impl Invocation<'_> {
         if !self.board.qemu.cpu.is_empty() {
             args.extend(["-cpu".into(), self.board.qemu.cpu.clone().into()]);
         }
+        // A machine with a fixed CPU count gets it whatever the VM uses; Veil leaves the spare
+        // CPUs off.
+        let cpus = self.smp.max(self.board.qemu.min_smp);
         let plain = [
             "-smp",
-            &self.smp.to_string(),
+            &cpus.to_string(),
             "-m",
             &size::format_size(self.memory),
             "-nographic",
@@ -341,11 +344,19 @@ pub fn run_with_input(
         let _ = pump.join();
     }
     let bytes = std::mem::take(&mut *transcript.lock().unwrap_or_else(|e| e.into_inner()));
-    Ok(Outcome {
-        ending,
-        console: String::from_utf8_lossy(&bytes).into_owned(),
-        elapsed,
-    })
+    let console = String::from_utf8_lossy(&bytes).into_owned();
+    Ok(Outcome { ending: boot_failure_status(ending, &console), console, elapsed })
+}
+
+/// Veil's status 2 ("Veil failed") for a run whose boot failed before Veil could learn that it
+/// may exit through semihosting (it read no DTB yet): the machine then powered off with the
+/// board's own method, which QEMU reports as success.
+pub fn boot_failure_status(ending: Ending, console: &str) -> Ending {
+    let failed_early = console.lines().any(|line| line.starts_with("veil: cannot boot:"));
+    match ending {
+        Ending::Exited(0) if failed_early => Ending::Exited(2),
+        other => other,
+    }
 }
 
 /// Copies a pipe into the transcript, and to `echo` as it arrives.
@@ -452,6 +463,19 @@ fn ending_of(status: ExitStatus) -> Ending {
         (Some(code), _) => Ending::Exited(code),
         (None, Some(signal)) => Ending::Signalled(signal),
         (None, None) => Ending::Exited(-1),
+    }
+}
+
+#[cfg(test)]
+mod boot_failure_tests {
+    use super::*;
+
+    #[test]
+    fn an_early_boot_failure_is_not_success() {
+        let console = "\nveil: cannot boot: bad DTB at 0x8200000: corrupt\n";
+        assert_eq!(boot_failure_status(Ending::Exited(0), console), Ending::Exited(2));
+        assert_eq!(boot_failure_status(Ending::Exited(0), "tiny: all checks passed\n"), Ending::Exited(0));
+        assert_eq!(boot_failure_status(Ending::Exited(1), console), Ending::Exited(1));
     }
 }
 
