@@ -7,6 +7,11 @@
 //! With ISS.ISV = 1 the syndrome describes the access. With ISV = 0 (load/store pair,
 //! writeback and register-offset forms) Veil fetches the instruction from guest memory and
 //! decodes it ([`super::insn`]).
+//!
+//! Device models speak little-endian values (the device's bytes in address order). A guest
+//! whose data accesses are big-endian (SCTLR_EL1.EE at EL1, E0E at EL0, PSTATE.E in AArch32)
+//! assembles the same bytes the other way round, so each element is byte-reversed between the
+//! guest's register and the device ([`device_order`]), before a load is extended.
 
 use super::{Exit, esr::{DataAbort, Esr, extend_load}, inject, insn};
 use crate::vm::vcpu::Vcpu;
@@ -32,6 +37,36 @@ pub const fn reads_live_irq_state(ipa: u64) -> bool {
         return offset >= 0x1_0200 && offset < 0x1_0400;
     }
     false
+}
+
+/// SPSR.M[4]: the guest was in AArch32.
+const SPSR_AARCH32: u64 = 1 << 4;
+/// SPSR.E (AArch32 only): data accesses are big-endian.
+const SPSR_E: u64 = 1 << 9;
+/// SCTLR_EL1.EE: EL1 data accesses are big-endian.
+const SCTLR_EE: u64 = 1 << 25;
+/// SCTLR_EL1.E0E: EL0 (AArch64) data accesses are big-endian.
+const SCTLR_E0E: u64 = 1 << 24;
+
+/// Whether the guest's data accesses at the state in `spsr` are big-endian, given its
+/// SCTLR_EL1.
+pub const fn big_endian_data(spsr: u64, sctlr_el1: u64) -> bool {
+    if spsr & SPSR_AARCH32 != 0 {
+        spsr & SPSR_E != 0
+    } else if spsr & 0b1100 == 0 {
+        sctlr_el1 & SCTLR_E0E != 0
+    } else {
+        sctlr_el1 & SCTLR_EE != 0
+    }
+}
+
+/// The `size` low bytes of `value` in the order the other side sees them: unchanged for a
+/// little-endian guest, byte-reversed for a big-endian one. The same conversion serves both
+/// directions; bytes above `size` are dropped.
+pub const fn device_order(value: u64, size: u8, big_endian: bool) -> u64 {
+    let bits = size as u32 * 8;
+    let value = if bits >= 64 { value } else { value & ((1u64 << bits) - 1) };
+    if big_endian && bits > 8 && bits <= 64 { value.swap_bytes() >> (64 - bits) } else { value }
 }
 
 /// Handles a stage-2 data abort from `vcpu`.
@@ -71,13 +106,14 @@ fn single_access(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64) -> Exit
     let Some((device, offset)) = vcpu.vm.mmio.find(ipa) else {
         return refuse_single(vcpu, abort, ipa, far, None);
     };
+    let big_endian = big_endian_data(vcpu.regs.spsr, arch::guest_sctlr());
     let ok = if abort.write {
-        let value = vcpu.regs.read(abort.register);
-        let mask = if abort.size == 8 { u64::MAX } else { (1u64 << (abort.size * 8)) - 1 };
-        device.write(offset, abort.size, value & mask).is_ok()
+        let value = device_order(vcpu.regs.read(abort.register), abort.size, big_endian);
+        device.write(offset, abort.size, value).is_ok()
     } else {
         match device.read(offset, abort.size) {
             Ok(value) => {
+                let value = device_order(value, abort.size, big_endian);
                 vcpu.regs.write(abort.register, extend_load(value, abort.size, abort.sign_extend, abort.sixty_four));
                 true
             }
@@ -138,11 +174,17 @@ fn decoded_access(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64) -> Exi
         }
     };
     let vm = vcpu.vm.clone();
+    let big_endian = big_endian_data(spsr, arch::guest_sctlr());
     let completion = insn::perform(&plan, |element| {
         let (device, offset) = vm.mmio.find(element.ipa).ok_or(element.ipa)?;
+        let size = element.size;
         match element.kind {
-            insn::ElementKind::Store { value } => device.write(offset, element.size, value).map(|_| 0),
-            insn::ElementKind::Load { .. } => device.read(offset, element.size),
+            insn::ElementKind::Store { value } => {
+                device.write(offset, size, device_order(value, size, big_endian)).map(|_| 0)
+            }
+            insn::ElementKind::Load { .. } => {
+                device.read(offset, size).map(|value| device_order(value, size, big_endian))
+            }
         }
         .map_err(|_| element.ipa)
     });
@@ -183,7 +225,7 @@ fn fetch_instruction(vcpu: &Vcpu) -> Option<u32> {
 
 #[cfg(target_arch = "aarch64")]
 mod arch {
-    use aarch64_cpu::registers::{PAR_EL1, SP_EL0, SP_EL1};
+    use aarch64_cpu::registers::{PAR_EL1, SCTLR_EL1, SP_EL0, SP_EL1};
     use core::arch::asm;
     use tock_registers::interfaces::{Readable, Writeable};
 
@@ -198,6 +240,11 @@ mod arch {
 
     pub fn write_guest_sp(spsr: u64, value: u64) {
         if uses_sp_el1(spsr) { SP_EL1.set(value) } else { SP_EL0.set(value) }
+    }
+
+    /// The running guest's SCTLR_EL1 (Veil runs at EL2 without VHE, so this is the guest's).
+    pub fn guest_sctlr() -> u64 {
+        SCTLR_EL1.get()
     }
 
     /// The guest physical address of guest virtual address `va`, through the guest's stage 1
@@ -219,6 +266,9 @@ mod arch {
         0
     }
     pub fn write_guest_sp(_spsr: u64, _value: u64) {}
+    pub fn guest_sctlr() -> u64 {
+        0
+    }
     pub fn translate_guest_va(_va: u64) -> Option<u64> {
         None
     }
@@ -247,5 +297,35 @@ mod tests {
         assert_eq!(fault_ipa(0x1_0000 << 4, 0x0), 0x1000_0000);
         // A 48-bit IPA.
         assert_eq!(fault_ipa(0xffff_ffff_f << 4, 0xfff), 0xffff_ffff_ffff);
+    }
+
+    #[test]
+    fn endianness_by_state() {
+        const EL0T: u64 = 0b0000;
+        const EL1H: u64 = 0b0101;
+        const AARCH32_USR: u64 = 0b1_0000;
+        assert!(!big_endian_data(EL1H, 0));
+        assert!(big_endian_data(EL1H, SCTLR_EE));
+        assert!(!big_endian_data(EL1H, SCTLR_E0E));
+        assert!(big_endian_data(EL0T, SCTLR_E0E));
+        assert!(!big_endian_data(EL0T, SCTLR_EE));
+        // AArch32 follows PSTATE.E, not SCTLR_EL1.
+        assert!(big_endian_data(AARCH32_USR | SPSR_E, 0));
+        assert!(!big_endian_data(AARCH32_USR, SCTLR_EE | SCTLR_E0E));
+    }
+
+    #[test]
+    fn device_order_swaps_within_the_access() {
+        // A big-endian 32-bit load of the bytes 11 00 00 00 reads 0x1100_0000.
+        assert_eq!(device_order(0x11, 4, true), 0x1100_0000);
+        assert_eq!(device_order(0x0c07_0000, 4, true), 0x70c);
+        assert_eq!(device_order(0x1234, 2, true), 0x3412);
+        assert_eq!(device_order(0x0102_0304_0506_0708, 8, true), 0x0807_0605_0403_0201);
+        // Bytes have no order; bytes above the access are dropped either way.
+        assert_eq!(device_order(0xffab, 1, true), 0xab);
+        assert_eq!(device_order(0xdead_1234, 2, false), 0x1234);
+        assert_eq!(device_order(0xdead_1234, 2, true), 0x3412);
+        // Swapped before extension: 0x80 00 as a big-endian halfword is negative.
+        assert_eq!(extend_load(device_order(0x0080, 2, true), 2, true, true), 0xffff_ffff_ffff_8000);
     }
 }
