@@ -26,8 +26,42 @@ pub enum Guest {
     Bench,
     /// The bundled interrupt guest, built from tests/guests/irq.
     Irq,
+    /// The bundled memory and I/O test guest, built from tests/guests/memio.
+    Memio,
+    /// The tiny guest as an ELF, to test Veil's ELF loader.
+    TinyElf,
+    /// The tiny guest behind an arm64 Image header, to test Veil's Image loader.
+    TinyImage,
     /// A file: an arm64 Image, an ELF or a raw binary.
     File(PathBuf),
+}
+
+impl Guest {
+    /// The bundled guest called `name` (see [`image::BUNDLED_GUESTS`]).
+    pub fn bundled(name: &str) -> Option<Guest> {
+        match name {
+            "tiny" => Some(Guest::Tiny),
+            "bench" => Some(Guest::Bench),
+            "irq" => Some(Guest::Irq),
+            "memio" => Some(Guest::Memio),
+            "tiny-elf" => Some(Guest::TinyElf),
+            "tiny-image" => Some(Guest::TinyImage),
+            _ => None,
+        }
+    }
+
+    /// A bundled guest's name, also its VM's name; `None` for a file.
+    pub fn bundled_name(&self) -> Option<&'static str> {
+        match self {
+            Guest::Tiny => Some("tiny"),
+            Guest::Bench => Some("bench"),
+            Guest::Irq => Some("irq"),
+            Guest::Memio => Some("memio"),
+            Guest::TinyElf => Some("tiny-elf"),
+            Guest::TinyImage => Some("tiny-image"),
+            Guest::File(_) => None,
+        }
+    }
 }
 
 /// Everything one boot needs.
@@ -62,18 +96,14 @@ impl Launch {
         if self.profile == Profile::Release {
             words.push("--release".into());
         }
-        match &self.guest {
-            Guest::Tiny => {}
-            Guest::Bench | Guest::Irq => {
-                let name = if self.guest == Guest::Bench {
-                    "bench"
-                } else {
-                    "irq"
-                };
-                let bin = ws.guests_dir().join(format!("{name}.bin"));
-                words.push(format!("--guest {}", shell_quote(ws.short(&bin))));
+        match (&self.guest, self.guest.bundled_name()) {
+            (Guest::Tiny, _) => {}
+            (Guest::File(path), _) => words.push(format!("--guest {}", shell_quote(ws.short(path)))),
+            (_, Some(name)) => {
+                let file = image::bundled_guest_path(ws, name);
+                words.push(format!("--guest {}", shell_quote(ws.short(&file))));
             }
-            Guest::File(path) => words.push(format!("--guest {}", shell_quote(ws.short(path)))),
+            (_, None) => unreachable!("only files have no bundled name"),
         }
         if let Some(initrd) = &self.initrd {
             words.push(format!("--initrd {}", shell_quote(ws.short(initrd))));
@@ -157,7 +187,7 @@ impl Launcher {
         // The user's files first: a typo should not have to wait for a build.
         let user_kernel = match &launch.guest {
             Guest::File(path) => Some((path.clone(), read_input(path, "--guest")?)),
-            Guest::Tiny | Guest::Bench | Guest::Irq => None,
+            _ => None,
         };
         let initrd = launch
             .initrd
@@ -179,11 +209,7 @@ impl Launcher {
         let (name, path, kernel) = match user_kernel {
             Some((path, bytes)) => (package::vm_name_for(&path), path, bytes),
             None => {
-                let name = match launch.guest {
-                    Guest::Bench => "bench",
-                    Guest::Irq => "irq",
-                    _ => "tiny",
-                };
+                let name = launch.guest.bundled_name().unwrap_or("tiny");
                 let path = self.bundled_guest(name)?;
                 let bytes = read_input(&path, &format!("the {name} guest"))?;
                 (name.to_string(), path, bytes)
@@ -302,16 +328,13 @@ impl Launcher {
         built.clone().map_err(|e| anyhow!(e))
     }
 
-    /// The raw binary of bundled guest `name` ("tiny", "bench" or "irq"), built once.
+    /// The file of bundled guest `name` (one of [`image::BUNDLED_GUESTS`]), built once.
     pub fn bundled_guest(&mut self, name: &'static str) -> Result<PathBuf> {
         let ws = &self.ws;
         let built = self.guests.entry(name).or_insert_with(|| {
-            let build = match name {
-                "bench" => image::build_bench_guest,
-                "irq" => image::build_irq_guest,
-                _ => image::build_tiny_guest,
-            };
-            build(ws).map(|(bin, _)| bin).map_err(|e| format!("{e:#}"))
+            image::build_bundled_guest(ws, name)
+                .map(|(file, _)| file)
+                .map_err(|e| format!("{e:#}"))
         });
         built.clone().map_err(|e| anyhow!(e))
     }
@@ -387,6 +410,15 @@ mod tests {
             irq.run_command(&ws),
             "cargo xtask run --board qemu-virt --gic 2 --smp 4 --mem 128M \
              --guest target/guests/irq.bin --cmdline irq.test=sgi"
+        );
+        let elf = Launch {
+            guest: Guest::TinyElf,
+            cmdline: None,
+            ..launch()
+        };
+        assert_eq!(
+            elf.run_command(&ws),
+            "cargo xtask run --board qemu-virt --gic 2 --smp 1 --mem 128M --guest target/guests/tiny.elf"
         );
         assert_eq!(
             linux.run_command(&ws),

@@ -7,8 +7,9 @@
 //! board = "qemu-virt"            # default "qemu-virt"
 //! gic = 3                        # default 3
 //! smp = 1                        # default 1
-//! guest = "tiny"                 # default "tiny"; "tiny", "bench", "irq" and "linux" are the
-//!                                # bundled guests, anything else a path from the root
+//! guest = "tiny"                 # default "tiny"; "tiny", "bench", "irq", "memio", "tiny-elf",
+//!                                # "tiny-image" and "linux" are the bundled guests, anything
+//!                                # else a path from the root
 //! initrd = "path"                # optional, a path from the root
 //! mem = "128M"                   # guest RAM, default "128M"
 //! cmdline = "tiny.test=unmapped" # the guest's bootargs, default none
@@ -200,7 +201,7 @@ pub fn load(ws: &Workspace) -> Result<Vec<Scenario>> {
 impl Scenario {
     /// The boot this scenario asks for; fails early on a guest or initrd file that is missing.
     pub fn launch(&self, ws: &Workspace, profile: Profile) -> Result<Launch> {
-        let bundled = matches!(self.guest.as_str(), "tiny" | "bench" | "irq" | "linux");
+        let bundled = self.guest == "linux" || Guest::bundled(&self.guest).is_some();
         let files = [(!bundled).then_some(&self.guest), self.initrd.as_ref()];
         for path in files.into_iter().flatten() {
             if !ws.root.join(path).is_file() {
@@ -211,11 +212,8 @@ impl Scenario {
         // `cargo xtask linux` (target/linux/).
         let linux = if self.guest == "linux" { Some(crate::linux::prepare(ws)?) } else { None };
         let guest = match self.guest.as_str() {
-            "tiny" => Guest::Tiny,
-            "bench" => Guest::Bench,
-            "irq" => Guest::Irq,
             "linux" => Guest::File(linux.as_ref().expect("prepared above").image.clone()),
-            path => Guest::File(ws.root.join(path)),
+            name => Guest::bundled(name).unwrap_or_else(|| Guest::File(ws.root.join(name))),
         };
         let initrd = match &linux {
             Some(artifacts) if self.initrd.is_none() => Some(artifacts.initramfs.clone()),
@@ -411,6 +409,11 @@ mod tests {
             ..scenarios[0].clone()
         };
         assert_eq!(irq.launch(&ws, Profile::Debug).unwrap().guest, Guest::Irq);
+        let memio = Scenario {
+            guest: "memio".into(),
+            ..scenarios[0].clone()
+        };
+        assert_eq!(memio.launch(&ws, Profile::Debug).unwrap().guest, Guest::Memio);
         let missing = Scenario {
             guest: "guests/Image".into(),
             ..scenarios[0].clone()
