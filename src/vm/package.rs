@@ -213,11 +213,11 @@ fn vm_spec<'a>(node: FdtNode<'_, 'a>, index: u32) -> Result<VmSpec<'a>, VmSpecEr
         field,
         problem,
     };
-    let name = match node.property("name") {
+    let name = match node.property("vm-name") {
         None => Err(VmProblem::Missing),
         Some(p) => vm_name(p.value),
     }
-    .map_err(|problem| fail(None, "name", problem))?;
+    .map_err(|problem| fail(None, "vm-name", problem))?;
     let fail = |field, problem| fail(Some(name), field, problem);
 
     // DT unit addresses are hex. The position decides the index; the unit address only
@@ -383,7 +383,7 @@ mod tests {
     fn vm(w: &mut FdtWriter, unit: u32, name: &str, extra: impl FnOnce(&mut FdtWriter)) {
         let node = w.begin_node(&alloc::format!("vm@{unit:x}")).unwrap();
         extra(w);
-        w.property_string("name", name).unwrap();
+        w.property_string("vm-name", name).unwrap();
         w.property_u64("memory-size", 64 << 20).unwrap();
         w.property_u32("cpus", 1).unwrap();
         w.property("kernel", &[0xaa; 100]).unwrap();
@@ -407,7 +407,7 @@ mod tests {
         let kernel: Vec<u8> = (0..=255).cycle().take(1 << 20).collect();
         let blob = package(|w| {
             let n = w.begin_node("vm@0").unwrap();
-            w.property_string("name", "linux").unwrap();
+            w.property_string("vm-name", "linux").unwrap();
             w.property_u64("memory-size", 256 << 20).unwrap();
             w.property_u32("cpus", 4).unwrap();
             w.property_u32("gic-version", 2).unwrap();
@@ -544,7 +544,7 @@ mod tests {
     fn missing_and_empty_kernel() {
         let no_kernel = package(|w| {
             let n = w.begin_node("vm@0").unwrap();
-            w.property_string("name", "nokernel").unwrap();
+            w.property_string("vm-name", "nokernel").unwrap();
             w.property_u64("memory-size", 2 << 20).unwrap();
             w.property_u32("cpus", 1).unwrap();
             w.end_node(n).unwrap();
@@ -612,17 +612,17 @@ mod tests {
             (b"\0", VmProblem::Empty),
         ];
         for (value, problem) in cases {
-            let e = only_error(|w| w.property("name", value).unwrap());
+            let e = only_error(|w| w.property("vm-name", value).unwrap());
             assert_eq!(
                 (e.name, e.field, e.problem),
-                (None, "name", problem),
+                (None, "vm-name", problem),
                 "{value:?}"
             );
         }
         let long = "x".repeat(MAX_NAME_LEN + 1);
-        let e = only_error(|w| w.property_string("name", &long).unwrap());
+        let e = only_error(|w| w.property_string("vm-name", &long).unwrap());
         assert_eq!(e.problem, VmProblem::TooLong);
-        assert_eq!(e.to_string(), "VM 0: `name` is longer than 31 bytes");
+        assert_eq!(e.to_string(), "VM 0: `vm-name` is longer than 31 bytes");
         let blob = package(|w| vm(w, 0, &"x".repeat(MAX_NAME_LEN), |_| {}));
         assert!(parse_vms(&blob)[0].is_ok());
         let e = only_error(|w| w.property("bootargs", b"console=\xff\0").unwrap());
@@ -649,7 +649,7 @@ mod tests {
             e.to_string(),
             "VM 1 (\"b\"): `unit address` is not vm@1, the VM's position in the package"
         );
-        assert_eq!(vms[2].unwrap_err().field, "name");
+        assert_eq!(vms[2].unwrap_err().field, "vm-name");
         let hex = package(|w| (0..12).for_each(|i| vm(w, i, "n", |_| {})));
         assert!(parse_vms(&hex).iter().all(Result::is_ok));
     }

@@ -1031,6 +1031,7 @@ fn watch(
         reader(child.stderr.take(), true, sender),
     ];
     let mut transcript = Vec::new();
+    let mut streams: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let mut seen = Vec::new();
     let mut timed_out = false;
     let mut terminated: Option<Instant> = None;
@@ -1044,14 +1045,18 @@ fn watch(
                         std::io::stdout().write_all(&bytes).and_then(|()| std::io::stdout().flush())
                     };
                 }
-                let searched_from = transcript.len();
                 transcript.extend_from_slice(&bytes);
+                // Markers are searched in each stream on its own: a chunk of the other stream
+                // arriving in between must not split one.
+                let stream = &mut streams[usize::from(is_stderr)];
+                let searched_from = stream.len();
+                stream.extend_from_slice(&bytes);
                 for marker in markers {
                     if seen.iter().any(|(m, _)| m == marker) {
                         continue;
                     }
                     let from = searched_from.saturating_sub(marker.len());
-                    if find(&transcript[from..], marker.as_bytes()) {
+                    if find(&stream[from..], marker.as_bytes()) {
                         seen.push((*marker, at.duration_since(start)));
                     }
                 }

@@ -96,7 +96,7 @@ pub fn write(vms: &[VmSpec]) -> Result<Vec<u8>> {
         let node = fdt
             .begin_node(&format!("vm@{index:x}"))
             .map_err(fdt_error)?;
-        fdt.property_string("name", &vm.name).map_err(fdt_error)?;
+        fdt.property_string("vm-name", &vm.name).map_err(fdt_error)?;
         fdt.property_u64("memory-size", vm.memory_size)
             .map_err(fdt_error)?;
         fdt.property_u32("cpus", vm.cpus).map_err(fdt_error)?;
@@ -228,7 +228,7 @@ mod tests {
         for (index, node) in root.children().enumerate() {
             assert_eq!(node.name, format!("vm@{index:x}"));
             let known = [
-                "name",
+                "vm-name",
                 "memory-size",
                 "cpus",
                 "gic-version",
@@ -244,7 +244,7 @@ mod tests {
                 );
             }
             vms.push(VmSpec {
-                name: node.property("name").unwrap().as_str().unwrap().to_string(),
+                name: node.property("vm-name").unwrap().as_str().unwrap().to_string(),
                 memory_size: u64_of(node.property("memory-size").unwrap()),
                 cpus: u32_of(node.property("cpus").unwrap()),
                 gic_version: node.property("gic-version").map(u32_of),
