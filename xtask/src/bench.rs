@@ -384,6 +384,8 @@ fn on_veil(
         profile: Profile::Release,
         gic,
         smp,
+        vcpus: None,
+        vms: 1,
         memory: GUEST_MEMORY,
         guest: Guest::Bench,
         initrd: None,

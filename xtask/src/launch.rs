@@ -71,6 +71,10 @@ pub struct Launch {
     pub profile: Profile,
     pub gic: u32,
     pub smp: u32,
+    /// vCPUs of each VM; `None` = one per machine CPU (`smp`). More than `smp` share CPUs.
+    pub vcpus: Option<u32>,
+    /// How many VMs run the guest (each its own copy, named `<guest>0`, `<guest>1`, ...).
+    pub vms: u32,
     /// Guest RAM in bytes (a multiple of 2 MiB).
     pub memory: u64,
     pub guest: Guest,
@@ -93,6 +97,12 @@ impl Launch {
             format!("--smp {}", self.smp),
             format!("--mem {}", size::format_size(self.memory)),
         ];
+        if let Some(vcpus) = self.vcpus {
+            words.push(format!("--vcpus {vcpus}"));
+        }
+        if self.vms != 1 {
+            words.push(format!("--vms {}", self.vms));
+        }
         if self.profile == Profile::Release {
             words.push("--release".into());
         }
@@ -232,14 +242,15 @@ impl Launcher {
         let vm = VmSpec {
             name,
             memory_size: launch.memory,
-            cpus: launch.smp,
+            cpus: launch.vcpus.unwrap_or(launch.smp),
             gic_version: Some(launch.gic),
             kernel,
             initrd,
             bootargs: launch.cmdline.clone().filter(|c| !c.is_empty()),
         };
         let summary = format!(
-            "1 VM `{}`: {} RAM, {} vCPU, GICv{}{}",
+            "{} VM `{}`: {} RAM, {} vCPU, GICv{}{}",
+            launch.vms.max(1),
             vm.name,
             size::format_size(vm.memory_size),
             vm.cpus,
@@ -250,7 +261,12 @@ impl Launcher {
                 .unwrap_or_default()
         );
         let package_path = self.ws.board_dir(&launch.board).join("vms.pkg");
-        let package_size = package::write_file(&package_path, &[vm])?;
+        let vms: Vec<VmSpec> = if launch.vms <= 1 {
+            vec![vm.clone()]
+        } else {
+            (0..launch.vms).map(|i| VmSpec { name: format!("{}{i}", vm.name), ..vm.clone() }).collect()
+        };
+        let package_size = package::write_file(&package_path, &vms)?;
         notes.note(format!(
             "package: {} ({}; {summary})",
             self.ws.show(&package_path),
@@ -360,6 +376,8 @@ mod tests {
             profile: Profile::Debug,
             gic: 2,
             smp: 1,
+            vcpus: None,
+            vms: 1,
             memory: 128 * size::MIB,
             guest: Guest::Tiny,
             initrd: None,

@@ -148,6 +148,8 @@ pub fn main(ws: &Workspace, args: &LinuxArgs) -> Result<u8> {
         profile: Profile::Debug,
         gic: args.gic,
         smp: args.smp,
+        vcpus: None,
+        vms: 1,
         memory: args.mem,
         guest: Guest::File(artifacts.image.clone()),
         initrd: Some(artifacts.initramfs.clone()),

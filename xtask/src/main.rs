@@ -101,6 +101,12 @@ struct RunArgs {
     /// CPUs of the machine, and vCPUs of the VM.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = value_parser!(u32).range(1..=8))]
     smp: u32,
+    /// vCPUs of each VM [default: --smp]; more than --smp share the machine's CPUs.
+    #[arg(long, value_name = "N", value_parser = value_parser!(u32).range(1..=8))]
+    vcpus: Option<u32>,
+    /// Run N VMs, each with its own copy of the guest (console lines prefixed by VM name).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = value_parser!(u32).range(1..=8))]
+    vms: u32,
     /// Guest RAM with a K, M or G suffix; a multiple of 2 MiB. The machine gets at least
     /// this plus 512M.
     #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = size::clap_guest_memory)]
@@ -202,6 +208,8 @@ fn run(ws: &Workspace, args: RunArgs) -> Result<u8> {
         profile: Profile::from_release_flag(args.build.release),
         gic,
         smp: args.smp,
+        vcpus: args.vcpus,
+        vms: args.vms,
         memory: args.mem,
         guest: args.guest.map_or(Guest::Tiny, Guest::File),
         initrd: args.initrd,

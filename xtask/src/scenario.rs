@@ -58,6 +58,12 @@ pub struct Scenario {
     pub gic: u32,
     #[serde(default = "defaults::smp")]
     pub smp: u32,
+    /// vCPUs per VM (default: smp).
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Copies of the guest, one VM each.
+    #[serde(default = "defaults::vms")]
+    pub vms: u32,
     #[serde(default = "defaults::guest")]
     pub guest: String,
     #[serde(default)]
@@ -92,6 +98,10 @@ mod defaults {
     pub fn smp() -> u32 {
         1
     }
+    pub fn vms() -> u32 {
+        1
+    }
+
     pub fn guest() -> String {
         "tiny".into()
     }
@@ -224,6 +234,8 @@ impl Scenario {
             profile,
             gic: self.gic,
             smp: self.smp,
+            vcpus: self.vcpus,
+            vms: self.vms,
             memory: size::parse_guest_memory(&self.mem)?,
             guest,
             initrd,
