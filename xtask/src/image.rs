@@ -1,6 +1,7 @@
 //! Building the images QEMU boots: Veil for a board (`target/<board>/<profile>/veil.bin`) and the
-//! bundled guests (`target/guests/tiny.bin`, `bench.bin`, `irq.bin`, `memio.bin`), each compiled
-//! by cargo and then turned from an ELF into a raw binary with the toolchain's `llvm-objcopy`.
+//! bundled guests (`target/guests/tiny.bin`, `bench.bin`, `irq.bin`, `memio.bin`, `cpu.bin`),
+//! each compiled by cargo and then turned from an ELF into a raw binary with the toolchain's
+//! `llvm-objcopy`.
 //!
 //! A raw binary because QEMU passes the DTB address in x0 only for raw images and arm64 Images,
 //! not for ELF files. Two more bundled guests exist to test Veil's loader on its other formats:
@@ -24,9 +25,18 @@ pub const TINY_PACKAGE: &str = "veil-guest-tiny";
 pub const BENCH_PACKAGE: &str = "veil-guest-bench";
 pub const IRQ_PACKAGE: &str = "veil-guest-irq";
 pub const MEMIO_PACKAGE: &str = "veil-guest-memio";
+pub const CPU_PACKAGE: &str = "veil-guest-cpu";
 
 /// The bundled guests, by the name scenarios and the VM package use.
-pub const BUNDLED_GUESTS: [&str; 6] = ["tiny", "bench", "irq", "memio", "tiny-elf", "tiny-image"];
+pub const BUNDLED_GUESTS: [&str; 7] = [
+    "tiny",
+    "bench",
+    "irq",
+    "memio",
+    "cpu",
+    "tiny-elf",
+    "tiny-image",
+];
 
 /// A built hypervisor image.
 #[derive(Clone, Debug)]
@@ -74,6 +84,7 @@ pub fn build_bundled_guest(ws: &Workspace, name: &str) -> Result<(PathBuf, u64)>
         "bench" => build_bench_guest(ws),
         "irq" => build_irq_guest(ws),
         "memio" => build_guest(ws, MEMIO_PACKAGE, "memio"),
+        "cpu" => build_guest(ws, CPU_PACKAGE, "cpu"),
         "tiny-elf" => {
             let elf = build_guest_elf(ws, TINY_PACKAGE, "tiny")?;
             let copy = bundled_guest_path(ws, name);

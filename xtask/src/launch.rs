@@ -28,6 +28,8 @@ pub enum Guest {
     Irq,
     /// The bundled memory and I/O test guest, built from tests/guests/memio.
     Memio,
+    /// The bundled CPU-virtualization test guest, built from tests/guests/cpu.
+    Cpu,
     /// The tiny guest as an ELF, to test Veil's ELF loader.
     TinyElf,
     /// The tiny guest behind an arm64 Image header, to test Veil's Image loader.
@@ -44,6 +46,7 @@ impl Guest {
             "bench" => Some(Guest::Bench),
             "irq" => Some(Guest::Irq),
             "memio" => Some(Guest::Memio),
+            "cpu" => Some(Guest::Cpu),
             "tiny-elf" => Some(Guest::TinyElf),
             "tiny-image" => Some(Guest::TinyImage),
             _ => None,
@@ -57,6 +60,7 @@ impl Guest {
             Guest::Bench => Some("bench"),
             Guest::Irq => Some("irq"),
             Guest::Memio => Some("memio"),
+            Guest::Cpu => Some("cpu"),
             Guest::TinyElf => Some("tiny-elf"),
             Guest::TinyImage => Some("tiny-image"),
             Guest::File(_) => None,

@@ -7,9 +7,9 @@
 //! board = "qemu-virt"            # default "qemu-virt"
 //! gic = 3                        # default 3
 //! smp = 1                        # default 1
-//! guest = "tiny"                 # default "tiny"; "tiny", "bench", "irq", "memio", "tiny-elf",
-//!                                # "tiny-image" and "linux" are the bundled guests, anything
-//!                                # else a path from the root
+//! guest = "tiny"                 # default "tiny"; "tiny", "bench", "irq", "memio", "cpu",
+//!                                # "tiny-elf", "tiny-image" and "linux" are the bundled guests,
+//!                                # anything else a path from the root
 //! initrd = "path"                # optional, a path from the root
 //! mem = "128M"                   # guest RAM, default "128M"
 //! cmdline = "tiny.test=unmapped" # the guest's bootargs, default none
