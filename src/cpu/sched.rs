@@ -46,6 +46,11 @@ impl PerCpu {
                 self.schedule();
             }
             Exit::Reschedule => self.schedule(),
+            Exit::Yield => {
+                // End the slice now: the round-robin then prefers the next runnable vCPU.
+                self.slice_end = 0;
+                self.schedule();
+            }
         }
         let Some(v) = self.vcpu() else { return };
         if v.rearm_timer {
@@ -68,6 +73,13 @@ impl PerCpu {
                 self.start_requested();
             }
             let now = crate::timer::physical_count();
+            // An emulated physical timer whose deadline passed while Veil was busy (handling a
+            // trapped CNTP write, or this WFI) raises its line now: no timer will fire for it.
+            for v in self.vcpus.iter_mut() {
+                if v.ptimer.level(now) {
+                    crate::timer::update_ptimer_line(v, now);
+                }
+            }
             if let Some(next) = self.pick(now) {
                 self.switch_to(next, now);
                 self.rearm_timer(now);
@@ -137,7 +149,11 @@ impl PerCpu {
                 self.unload_current();
             }
             let v = self.vcpus.remove(i);
-            v.vm.vcpu_power[v.index].turn_off();
+            // A vCPU that turned itself off is Off already, and may have been turned on again
+            // since (CPU_ON right after CPU_OFF): only a VM's end turns its vCPUs off here.
+            if v.vm.state() != VmState::Running {
+                v.vm.vcpu_power[v.index].turn_off();
+            }
             if core::ptr::eq(self.fp_owner, &*v) {
                 self.fp_owner = core::ptr::null();
             }

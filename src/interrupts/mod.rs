@@ -118,27 +118,40 @@ pub fn vcpu_enters(vcpu: &mut Vcpu) {
 pub fn sync_list_registers(vcpu: &mut Vcpu) {
     #[cfg(target_arch = "aarch64")]
     {
-        use vgic::ListRegister;
-        let n = vgic_hw::lr_count().min(16);
-        let v2 = vcpu.vm.irq.vgic.config().model == vgic::GicModel::V2;
-        let mut lrs = [ListRegister::INVALID; 16];
-        for (i, lr) in lrs[..n].iter_mut().enumerate() {
-            let raw = vgic_hw::read_lr(i);
-            *lr = if v2 { ListRegister::decode_v2(raw as u32) } else { ListRegister::decode_v3(raw) };
-        }
-        let vgic = &vcpu.vm.irq.vgic;
-        vgic.fold_lrs(vcpu.index, &lrs[..n]);
-        let fill = vgic.fill_lrs(vcpu.index, &mut lrs[..n]);
-        for (i, lr) in lrs[..n].iter().enumerate() {
-            vgic_hw::write_lr(i, if v2 { lr.encode_v2() as u64 } else { lr.encode_v3() });
-        }
-        // UIE: a maintenance interrupt once the list registers (nearly) drain, to load the
-        // interrupts that did not fit.
-        let hcr = vgic_hw::HCR_EN | if fill.more_pending { vgic_hw::HCR_UIE } else { 0 };
-        vgic_hw::write_hcr(hcr);
+        // Four is what QEMU and the Cortex-A cores have: a buffer that size is cheap to set up.
+        let n = vgic_hw::lr_count();
+        if n <= 4 { sync_lrs::<4>(vcpu, n) } else { sync_lrs::<{ vgic::MAX_LRS }>(vcpu, n) }
     }
     #[cfg(not(target_arch = "aarch64"))]
     let _ = vcpu;
+}
+
+/// [`sync_list_registers`] with room for `CAP` list registers (of the CPU's `n`): registers
+/// that read as zero are not decoded, and those whose value does not change are not written.
+#[cfg(target_arch = "aarch64")]
+fn sync_lrs<const CAP: usize>(vcpu: &mut Vcpu, n: usize) {
+    use vgic::ListRegister;
+    let n = n.min(CAP);
+    let v2 = vcpu.vm.irq.vgic.config().model == vgic::GicModel::V2;
+    let mut raw = [0u64; CAP];
+    let mut lrs = [ListRegister::INVALID; CAP];
+    for i in 0..n {
+        raw[i] = vgic_hw::read_lr(i);
+        if raw[i] != 0 {
+            lrs[i] = if v2 { ListRegister::decode_v2(raw[i] as u32) } else { ListRegister::decode_v3(raw[i]) };
+        }
+    }
+    let fill = vcpu.vm.irq.vgic.refill_lrs(vcpu.index, &mut lrs[..n]);
+    for i in 0..n {
+        let value = if v2 { lrs[i].encode_v2() as u64 } else { lrs[i].encode_v3() };
+        if value != raw[i] {
+            vgic_hw::write_lr(i, value);
+        }
+    }
+    // UIE: a maintenance interrupt once the list registers (nearly) drain, to load the
+    // interrupts that did not fit.
+    let hcr = vgic_hw::HCR_EN | if fill.more_pending { vgic_hw::HCR_UIE } else { 0 };
+    vgic_hw::write_hcr(hcr);
 }
 
 /// Takes every pending physical interrupt of this CPU and hands each to its owner: kicks need

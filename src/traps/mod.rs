@@ -35,6 +35,8 @@ pub enum Exit {
     Blocked,
     /// Something may have changed what this CPU should run (an interrupt exit).
     Reschedule,
+    /// The vCPU gives its CPU to another vCPU sharing it, if one can run (VEIL_YIELD).
+    Yield,
 }
 
 /// The kind of exception, as the vector entry passes it.

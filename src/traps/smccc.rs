@@ -42,6 +42,8 @@ pub mod fid {
     pub const VENDOR_HYP_REVISION: u32 = 0x8600_ff03;
     /// Veil: which VM and vCPU is calling (x1 = VM index, x2 = vCPU index, x3 = vCPU count).
     pub const VEIL_VCPU_INFO: u32 = 0xc600_0001;
+    /// Veil: give this vCPU's physical CPU to another vCPU that shares it, if one can run.
+    pub const VEIL_YIELD: u32 = 0xc600_0002;
 }
 
 /// The calls the exception vectors answer without entering Rust (`__guest_sync` in
@@ -92,6 +94,7 @@ pub enum Call {
     VendorUid,
     VendorRevision,
     VeilVcpuInfo,
+    VeilYield,
     Unknown,
 }
 
@@ -117,6 +120,7 @@ impl Call {
             fid::VENDOR_HYP_CALL_UID => Call::VendorUid,
             fid::VENDOR_HYP_REVISION => Call::VendorRevision,
             fid::VEIL_VCPU_INFO => Call::VeilVcpuInfo,
+            fid::VEIL_YIELD => Call::VeilYield,
             _ => Call::Unknown,
         }
     }
@@ -227,6 +231,10 @@ pub fn handle(vcpu: &mut Vcpu, conduit: Conduit) -> Exit {
         }
         Call::VendorUid => result = VEIL_UID,
         Call::VendorRevision => result[..2].copy_from_slice(&[VEIL_REVISION.0, VEIL_REVISION.1]),
+        Call::VeilYield => {
+            vcpu.regs.x[0] = ret::SUCCESS;
+            return Exit::Yield;
+        }
         Call::VeilVcpuInfo => {
             result = [ret::SUCCESS, vcpu.vm.id as u64, vcpu.index as u64, vcpu.vm.vcpu_count as u64]
         }

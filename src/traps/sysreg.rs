@@ -51,7 +51,10 @@ pub fn classify(enc: SysRegEncoding) -> Entry {
         (1, 0, 7, 14, 2) => e("DC CISW", SetWay),
         // Debug registers (op0 = 2), MDCR_EL2.TDA/TDOSA/TDRA: the guest sees no debug
         // resources it could use to watch Veil or other VMs.
-        (2, _, _, _, _) => e("debug register", RazWi),
+        // The allocated debug registers (breakpoints, watchpoints, DCC, OS lock, claim tags,
+        // authentication status): hidden behind ID_AA64DFR0_EL1's minimum, read-as-zero.
+        // Unallocated debug encodings stay UNDEFINED, as on hardware.
+        (2, 0, 0 | 1 | 7, _, _) | (2, 3, 0, _, _) => e("debug register", RazWi),
         // PMU registers, MDCR_EL2.TPM/TPMCR (hidden in ID_AA64DFR0_EL1.PMUVer).
         (3, 3, 9, 12..=14, _) => e("PMU register", RazWi),
         (3, 0, 9, 14, 1 | 2) => e("PMINTEN", RazWi),
@@ -176,6 +179,9 @@ mod tests {
         assert_eq!(b(3, 0, 1, 0, 1), Behaviour::RazWi, "ACTLR_EL1");
         assert_eq!(b(2, 0, 0, 2, 4), Behaviour::RazWi, "DBGBVR0_EL1");
         assert_eq!(b(2, 3, 0, 4, 0), Behaviour::RazWi, "DBGDTR_EL0");
+        assert_eq!(b(2, 0, 1, 0, 4), Behaviour::RazWi, "OSLAR_EL1");
+        assert_eq!(b(2, 4, 0, 7, 0), Behaviour::Undefined, "DBGVCR32_EL2 from EL1");
+        assert_eq!(b(2, 1, 5, 0, 0), Behaviour::Undefined, "unallocated debug space");
         assert_eq!(b(3, 3, 9, 12, 0), Behaviour::RazWi, "PMCR_EL0");
         assert_eq!(b(3, 3, 14, 8, 0), Behaviour::RazWi, "PMEVCNTR0_EL0");
         assert_eq!(b(1, 0, 7, 14, 2), Behaviour::SetWay, "DC CISW");

@@ -50,7 +50,7 @@ const ID_AA64ISAR2: usize = 5 * 8 + 2;
 const ID_AA64MMFR0: usize = 6 * 8;
 const ID_AA64MMFR1: usize = 6 * 8 + 1;
 const ID_AA64MMFR2: usize = 6 * 8 + 2;
-const ID_DFR0: usize = 1;
+const ID_DFR0: usize = 2;
 
 /// What the guest's interrupt controller looks like, which decides ID_AA64PFR0_EL1.GIC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

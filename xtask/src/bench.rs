@@ -57,6 +57,8 @@ pub const OPS: [&str; 11] = [
 
 /// The operation that needs two vCPUs, and so its own boot.
 const TWO_VCPU_OP: &str = "ipi_roundtrip";
+/// The op measured with two VMs on one CPU.
+const SWITCH_OP: &str = "vm_switch";
 
 /// Upper bounds from the issue, in instructions per operation on Veil.
 pub const TARGETS: [(&str, u64); 6] = [
@@ -111,6 +113,11 @@ pub fn parse_console(console: &str) -> Result<Vec<(String, Reading)>> {
     let mut readings = Vec::new();
     let mut done = false;
     for line in console.lines().map(str::trim) {
+        // With several VMs each line carries its VM's name: `[bench0] bench: ...`.
+        let line = match line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+            Some((_, rest)) => rest,
+            None => line,
+        };
         let Some(rest) = line.strip_prefix("bench: ") else {
             continue;
         };
@@ -326,14 +333,19 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<u8> {
 
     let all = format!("bench.iters={}", args.iters);
     let ipi = format!("{all} bench.only={TWO_VCPU_OP}");
+    let switch = format!("{all} bench.only={SWITCH_OP}");
     let mut veil = Vec::new();
     let mut bare = Vec::new();
     for (smp, cmdline) in [(1, &all), (2, &ipi)] {
-        let from_veil = on_veil(ws, &mut launcher, args.gic, smp, cmdline)?;
+        let from_veil = on_veil(ws, &mut launcher, args.gic, smp, 1, cmdline)?;
         let from_bare = on_bare_qemu(&guest, args.gic, smp, cmdline)?;
         merge(&mut veil, from_veil, smp);
         merge(&mut bare, from_bare, smp);
     }
+    // The VM switch: two copies of the guest sharing one CPU, each yielding to the other.
+    let from_veil = on_veil(ws, &mut launcher, args.gic, 1, 2, &switch)?;
+    veil.retain(|(op, _)| op != SWITCH_OP);
+    veil.extend(from_veil.into_iter().filter(|(op, _)| op == SWITCH_OP).take(1));
 
     let rows = rows(&veil, &bare);
     print!("{}", table(&rows, args, &version.to_string()));
@@ -377,6 +389,7 @@ fn on_veil(
     launcher: &mut Launcher,
     gic: u32,
     smp: u32,
+    vms: u32,
     cmdline: &str,
 ) -> Result<Vec<(String, Reading)>> {
     let launch = Launch {
@@ -385,7 +398,7 @@ fn on_veil(
         gic,
         smp,
         vcpus: None,
-        vms: 1,
+        vms,
         memory: GUEST_MEMORY,
         guest: Guest::Bench,
         initrd: None,
@@ -394,7 +407,7 @@ fn on_veil(
         icount: true,
         gdb: false,
     };
-    eprintln!("xtask: bench on Veil: GICv{gic}, {smp} vCPU, {cmdline}");
+    eprintln!("xtask: bench on Veil: GICv{gic}, {vms} VM(s) of {smp} vCPU, {cmdline}");
     let mut notes = Notes::new(Console::Capture);
     let outcome = launcher.launch(&launch, Console::Capture, &mut notes)?;
     readings_of(&outcome)

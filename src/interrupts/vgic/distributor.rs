@@ -243,6 +243,7 @@ impl State {
                 if (g0, g1) != (self.grp0_enabled, self.grp1_enabled) {
                     self.grp0_enabled = g0;
                     self.grp1_enabled = g1;
+                    self.reindex_all();
                     self.note_change_all();
                 }
             }
@@ -272,23 +273,26 @@ impl State {
                     if bits == 0 || intid >= SGI_COUNT {
                         continue;
                     }
-                    let Some(irq) = self.irq_mut(vcpu, intid) else { continue };
-                    if set {
-                        irq.sgi_sources |= bits;
-                    } else {
-                        irq.sgi_sources &= !bits;
-                        if let Some(l) = irq.lr.as_mut()
-                            && l.pending
-                            && bits & 1u8.checked_shl(u32::from(l.source)).unwrap_or(0) != 0
-                        {
-                            l.cancel_pending = true;
+                    let changed = self.update(vcpu, intid, |irq| {
+                        if set {
+                            irq.sgi_sources |= bits;
+                        } else {
+                            irq.sgi_sources &= !bits;
+                            if let Some(l) = irq.lr.as_mut()
+                                && l.pending
+                                && bits & 1u8.checked_shl(u32::from(l.source)).unwrap_or(0) != 0
+                            {
+                                l.cancel_pending = true;
+                            }
                         }
+                    });
+                    if changed.is_some() {
+                        self.note_change(vcpu, intid);
                     }
-                    self.note_change(vcpu, intid);
                 }
             }
             Reg::Irouter(intid) if intid >= PRIVATE_COUNT => {
-                if let Some(irq) = self.irq_mut(vcpu, intid) {
+                let changed = self.update(vcpu, intid, |irq| {
                     let new = if size == 8 {
                         value
                     } else {
@@ -297,6 +301,8 @@ impl State {
                     };
                     // Only the affinity fields and IRM exist; the rest is RES0.
                     irq.route = new & (IROUTER_AFFINITY | IROUTER_IRM);
+                });
+                if changed.is_some() {
                     self.note_change(vcpu, intid);
                 }
             }

@@ -56,13 +56,18 @@ impl State {
         level: bool,
     ) -> Result<VcpuSet, InjectError> {
         let bank = self.injection_bank(intid, vcpu)?;
-        let irq = self.irq_mut(bank, intid).ok_or(InjectError::NoSuchIntid)?;
-        if irq.line == level {
+        let changed = self
+            .update(bank, intid, |irq| {
+                let changed = irq.line != level;
+                irq.line = level;
+                if changed && level && irq.edge {
+                    irq.latch = true;
+                }
+                changed
+            })
+            .ok_or(InjectError::NoSuchIntid)?;
+        if !changed {
             return Ok(VcpuSet::empty());
-        }
-        irq.line = level;
-        if level && irq.edge {
-            irq.latch = true;
         }
         // A falling line also kicks a vCPU holding the interrupt, so that it stops offering it.
         Ok(self.kick_for(bank, intid))
@@ -72,8 +77,7 @@ impl State {
     /// pending until the guest acknowledges it (or clears it with ICPENDR).
     pub fn raise_edge(&mut self, intid: u32, vcpu: usize) -> Result<VcpuSet, InjectError> {
         let bank = self.injection_bank(intid, vcpu)?;
-        let irq = self.irq_mut(bank, intid).ok_or(InjectError::NoSuchIntid)?;
-        irq.latch = true;
+        self.update(bank, intid, |irq| irq.latch = true).ok_or(InjectError::NoSuchIntid)?;
         Ok(self.kick_for(bank, intid))
     }
 
@@ -92,7 +96,7 @@ impl State {
             Some(_) => return Err(InjectError::BadPhysicalIntid),
             None => None,
         };
-        self.irq_mut(bank, intid).ok_or(InjectError::NoSuchIntid)?.hw = hw;
+        self.update(bank, intid, |irq| irq.hw = hw).ok_or(InjectError::NoSuchIntid)?;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@
 //! tell an acknowledged interrupt from one still waiting, and a new edge that arrived meanwhile
 //! is not lost.
 
+use super::index::IrqIndex;
 use super::vcpu_set::VcpuSet;
 use super::{GicModel, VgicConfig};
 use alloc::vec::Vec;
@@ -104,6 +105,17 @@ impl Irq {
         self.latch || self.sgi_sources != 0 || (self.line && !self.edge)
     }
 
+    /// Could go into a list register as a new pending interrupt (given whether the distributor
+    /// forwards its group): what `super::index` calls ready.
+    pub fn ready(&self, group_enabled: bool) -> bool {
+        self.lr.is_none() && !self.active && self.enabled && self.pending() && group_enabled
+    }
+
+    /// Active and in no list register: its owner must load it.
+    pub fn idle_active(&self) -> bool {
+        self.active && self.lr.is_none()
+    }
+
     /// Pending as a guest reading ISPENDR sees it: the model's state or the register's, as
     /// last loaded (a running vCPU may have acknowledged it since).
     pub fn observed_pending(&self) -> bool {
@@ -129,14 +141,19 @@ impl Irq {
     }
 }
 
+/// Most list registers the vGIC fills: ICH_LR0-15_EL2 (a GICv2's GICH may have more; the
+/// rest stay empty).
+pub const MAX_LRS: usize = 16;
+
 /// One vCPU's banked interrupts and list register record.
 #[derive(Clone, Debug)]
 pub struct CpuState {
     /// SGIs 0-15 and PPIs 16-31.
     pub private: Vec<Irq>,
-    /// The INTID each list register was filled with, by index; empty between a fold and the
-    /// next fill.
-    pub slots: Vec<Option<u32>>,
+    /// The INTIDs list registers 0, 1, .. were filled with: the first `loaded` entries.
+    pub slots: [u16; MAX_LRS],
+    /// How many list registers hold an interrupt; 0 between a fold and the next fill.
+    pub loaded: usize,
     /// GICR_WAKER.ProcessorSleep (GICv3).
     pub processor_sleep: bool,
 }
@@ -153,12 +170,14 @@ pub struct State {
     /// vCPUs that must re-evaluate their list registers because of MMIO writes; drained by
     /// `Vgic::take_kicks`.
     pub kicks: VcpuSet,
+    /// Which interrupts are ready or active where; changed only through [`State::update`].
+    pub index: IrqIndex,
 }
 
 impl State {
     pub fn new(cfg: VgicConfig) -> Self {
         let private: Vec<Irq> = (0..PRIVATE_COUNT).map(|i| Irq::reset(i, cfg.model)).collect();
-        State {
+        let mut state = State {
             cfg,
             grp0_enabled: false,
             grp1_enabled: false,
@@ -166,13 +185,17 @@ impl State {
             cpus: (0..cfg.nr_vcpus)
                 .map(|_| CpuState {
                     private: private.clone(),
-                    slots: Vec::new(),
+                    slots: [0; MAX_LRS],
+                    loaded: 0,
                     // GICR_WAKER resets with the PE asleep; Linux wakes it.
                     processor_sleep: true,
                 })
                 .collect(),
             kicks: VcpuSet::empty(),
-        }
+            index: IrqIndex::new(cfg.nr_vcpus, cfg.nr_spis),
+        };
+        state.reindex_all();
+        state
     }
 
     /// One past the highest INTID this VM has.
@@ -186,14 +209,6 @@ impl State {
             self.cpus.get(bank)?.private.get(intid as usize)
         } else {
             self.spis.get((intid - PRIVATE_COUNT) as usize)
-        }
-    }
-
-    pub fn irq_mut(&mut self, bank: usize, intid: u32) -> Option<&mut Irq> {
-        if intid < PRIVATE_COUNT {
-            self.cpus.get_mut(bank)?.private.get_mut(intid as usize)
-        } else {
-            self.spis.get_mut((intid - PRIVATE_COUNT) as usize)
         }
     }
 
@@ -244,12 +259,7 @@ impl State {
     pub fn deliverable(&self, vcpu: usize, bank: usize, intid: u32, irq: &Irq) -> bool {
         // An active interrupt is not signalled again until it is deactivated (its owner may
         // load it as pending and active); one in another vCPU's list register is taken.
-        irq.lr.is_none()
-            && !irq.active
-            && irq.enabled
-            && irq.pending()
-            && self.group_enabled(irq)
-            && self.routed(bank, intid, irq).contains(vcpu)
+        irq.ready(self.group_enabled(irq)) && self.routed(bank, intid, irq).contains(vcpu)
     }
 
     /// The vCPUs that should look at their list registers again after `intid` changed: the

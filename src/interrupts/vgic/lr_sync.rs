@@ -23,9 +23,8 @@
 //! senders waiting (one register per INTID: two registers with the same vINTID are
 //! UNPREDICTABLE). Hardware-mapped registers have no EOI bit and need none.
 
-use super::irq_state::{Loaded, PRIVATE_COUNT, State};
+use super::irq_state::{Irq, Loaded, MAX_LRS, PRIVATE_COUNT, State};
 use super::list_register::{ListRegister, LrState};
-use alloc::vec;
 use alloc::vec::Vec;
 
 /// A pending interrupt a vCPU could be shown.
@@ -52,11 +51,64 @@ pub struct LrFill {
     pub active_overflow: bool,
 }
 
+/// The `cap` smallest of a stream of (priority, INTID) keys, kept sorted, and how many were
+/// offered: the few interrupts that fit in the list registers, without sorting all of them.
+struct Best {
+    /// `priority << 16 | intid`: ordered by priority, then INTID (INTIDs stay below 1024).
+    keys: [u32; MAX_LRS],
+    len: usize,
+    cap: usize,
+    offered: usize,
+}
+
+impl Best {
+    fn new(cap: usize) -> Self {
+        Best { keys: [0; MAX_LRS], len: 0, cap: cap.min(MAX_LRS), offered: 0 }
+    }
+
+    fn offer(&mut self, priority: u8, intid: u32) {
+        self.offered += 1;
+        let key = u32::from(priority) << 16 | intid;
+        if self.len == self.cap {
+            match self.len.checked_sub(1) {
+                Some(last) if key < self.keys[last] => self.len = last,
+                _ => return,
+            }
+        }
+        let mut i = self.len;
+        while i > 0 && self.keys[i - 1] > key {
+            self.keys[i] = self.keys[i - 1];
+            i -= 1;
+        }
+        self.keys[i] = key;
+        self.len += 1;
+    }
+
+    /// The INTIDs kept, best first.
+    fn intids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.keys[..self.len].iter().map(|k| k & 0xffff)
+    }
+}
+
 impl State {
     /// The interrupts that could go into `vcpu`'s list registers as new pending ones, best
     /// first: pending, enabled, group enabled in GICD_CTLR, routed or targeted to `vcpu`, not
     /// active (an active one stays with its owner) and not held by any list register.
     pub fn pending_for(&self, vcpu: usize) -> Vec<PendingIrq> {
+        let mut out = Vec::new();
+        self.index.for_each_ready(vcpu, |intid| {
+            if let Some(irq) = self.irq(vcpu, intid) {
+                out.push(self.pending_irq(intid, irq));
+            }
+        });
+        out.sort_by_key(|p| (p.priority, p.intid, p.source));
+        out
+    }
+
+    /// What [`State::pending_for`] finds, by looking at every interrupt of the VM: the
+    /// definition the delivery index must agree with.
+    #[cfg(test)]
+    pub fn pending_by_scan(&self, vcpu: usize) -> Vec<PendingIrq> {
         let mut out = Vec::new();
         if vcpu >= self.cfg.nr_vcpus {
             return out;
@@ -65,17 +117,21 @@ impl State {
         let shared = self.spis.iter().enumerate().map(|(i, irq)| (PRIVATE_COUNT + i as u32, irq));
         for (intid, irq) in private.chain(shared) {
             if self.deliverable(vcpu, vcpu, intid, irq) {
-                out.push(PendingIrq {
-                    intid,
-                    priority: irq.priority,
-                    group1: irq.group1,
-                    source: self.is_v2_sgi(intid).then(|| irq.sgi_sources.trailing_zeros() as u8),
-                    hw: irq.hw.map(u32::from),
-                });
+                out.push(self.pending_irq(intid, irq));
             }
         }
         out.sort_by_key(|p| (p.priority, p.intid, p.source));
         out
+    }
+
+    fn pending_irq(&self, intid: u32, irq: &Irq) -> PendingIrq {
+        PendingIrq {
+            intid,
+            priority: irq.priority,
+            group1: irq.group1,
+            source: self.is_v2_sgi(intid).then(|| irq.sgi_sources.trailing_zeros() as u8),
+            hw: irq.hw.map(u32::from),
+        }
     }
 
     /// Whether `vcpu` has something to take: a deliverable interrupt, or a pending one already
@@ -83,12 +139,11 @@ impl State {
     /// and CPU interface enables, in ICH_VMCR_EL2 / GICH_VMCR, are not considered).
     pub fn has_deliverable(&self, vcpu: usize) -> bool {
         let loaded_pending = self.cpus.get(vcpu).is_some_and(|cpu| {
-            cpu.slots
-                .iter()
-                .flatten()
-                .any(|&intid| self.irq(vcpu, intid).and_then(|i| i.lr).is_some_and(|l| l.pending))
+            cpu.slots[..cpu.loaded].iter().any(|&intid| {
+                self.irq(vcpu, u32::from(intid)).and_then(|i| i.lr).is_some_and(|l| l.pending)
+            })
         });
-        loaded_pending || !self.pending_for(vcpu).is_empty()
+        loaded_pending || self.index.any_ready(vcpu)
     }
 
     /// Folds the list registers of `vcpu`, as decoded after it exited (`lrs[i]` is register
@@ -96,9 +151,10 @@ impl State {
     /// was loaded, is taken as unchanged.
     pub fn fold_lrs(&mut self, vcpu: usize, lrs: &[ListRegister]) {
         let Some(cpu) = self.cpus.get_mut(vcpu) else { return };
-        let slots = core::mem::take(&mut cpu.slots);
-        for (i, slot) in slots.iter().enumerate() {
-            let Some(intid) = *slot else { continue };
+        let loaded = core::mem::take(&mut cpu.loaded);
+        let slots = cpu.slots;
+        for (i, &intid) in slots[..loaded].iter().enumerate() {
+            let intid = u32::from(intid);
             let seen = lrs.get(i).filter(|lr| lr.vintid == intid).map(|lr| lr.state);
             self.unload(vcpu, intid, seen);
         }
@@ -106,96 +162,88 @@ impl State {
 
     fn unload(&mut self, vcpu: usize, intid: u32, seen: Option<LrState>) {
         let v2_sgi = self.is_v2_sgi(intid);
-        let Some(irq) = self.irq_mut(vcpu, intid) else { return };
-        let Some(ld) = irq.lr.filter(|l| usize::from(l.vcpu) == vcpu) else { return };
-        irq.lr = None;
-        let state = seen.unwrap_or(LrState::from_parts(ld.pending, ld.active));
-        if state.is_pending() {
-            // Not acknowledged: what was moved into the register comes back, unless the guest
-            // cleared it meanwhile. A hardware line always comes back, its physical interrupt
-            // still being active.
-            if ld.moved_latch && !ld.cancel_pending {
-                if v2_sgi {
-                    irq.sgi_sources |= 1u8.checked_shl(u32::from(ld.source)).unwrap_or(0);
-                } else {
-                    irq.latch = true;
+        self.update(vcpu, intid, |irq| {
+            let Some(ld) = irq.lr.filter(|l| usize::from(l.vcpu) == vcpu) else { return };
+            irq.lr = None;
+            let state = seen.unwrap_or(LrState::from_parts(ld.pending, ld.active));
+            if state.is_pending() {
+                // Not acknowledged: what was moved into the register comes back, unless the
+                // guest cleared it meanwhile. A hardware line always comes back, its physical
+                // interrupt still being active.
+                if ld.moved_latch && !ld.cancel_pending {
+                    if v2_sgi {
+                        irq.sgi_sources |= 1u8.checked_shl(u32::from(ld.source)).unwrap_or(0);
+                    } else {
+                        irq.latch = true;
+                    }
+                }
+                if ld.moved_line {
+                    irq.line = true;
                 }
             }
-            if ld.moved_line {
-                irq.line = true;
+            let active = match ld.active_override {
+                Some(a) if irq.hw.is_none() => a,
+                _ => state.is_active(),
+            };
+            irq.active = active;
+            if v2_sgi && state.is_active() {
+                irq.active_source = ld.source;
             }
-        }
-        let active = match ld.active_override {
-            Some(a) if irq.hw.is_none() => a,
-            _ => state.is_active(),
-        };
-        irq.active = active;
-        if v2_sgi && state.is_active() {
-            irq.active_source = ld.source;
-        }
-        if intid >= PRIVATE_COUNT {
-            irq.active_on = active.then_some(vcpu as u16);
-        }
+            if intid >= PRIVATE_COUNT {
+                irq.active_on = active.then_some(vcpu as u16);
+            }
+        });
     }
 
     /// Chooses the next contents of `vcpu`'s list registers (all of `lrs` is written; unused
-    /// ones are invalid) and records them for the next [`State::fold_lrs`]. If the previous
-    /// contents were not folded, they are folded first as unchanged.
+    /// ones are invalid, and so is every one from [`MAX_LRS`] on) and records them for the
+    /// next [`State::fold_lrs`]. If the previous contents were not folded, they are folded
+    /// first as unchanged.
     pub fn fill_lrs(&mut self, vcpu: usize, lrs: &mut [ListRegister]) -> LrFill {
         lrs.fill(ListRegister::INVALID);
         if vcpu >= self.cfg.nr_vcpus {
             return LrFill::default();
         }
         self.fold_lrs(vcpu, &[]);
-        let n = lrs.len();
+        let n = lrs.len().min(MAX_LRS);
 
-        let mut active: Vec<(u8, u32)> = (0..PRIVATE_COUNT)
-            .filter_map(|intid| {
-                self.irq(vcpu, intid).filter(|i| i.active).map(|i| (i.priority, intid))
-            })
-            .collect();
-        for (i, irq) in self.spis.iter().enumerate() {
-            if irq.active && irq.lr.is_none() && irq.active_on.map(usize::from) == Some(vcpu) {
-                active.push((irq.priority, PRIVATE_COUNT + i as u32));
+        // Every interrupt active on this vCPU first, most urgent first.
+        let mut active = Best::new(n);
+        self.index.for_each_active(vcpu, |intid| {
+            if let Some(irq) = self.irq(vcpu, intid)
+                && (intid < PRIVATE_COUNT || irq.active_on.map(usize::from) == Some(vcpu))
+            {
+                active.offer(irq.priority, intid);
+            }
+        });
+        let active_overflow = active.offered > n;
+
+        // Then the most urgent pending ones that fit.
+        let mut pending = Best::new(n - active.len);
+        self.index.for_each_ready(vcpu, |intid| {
+            if let Some(irq) = self.irq(vcpu, intid) {
+                pending.offer(irq.priority, intid);
+            }
+        });
+        let more_pending = pending.offered > pending.cap;
+
+        let loads = active.intids().map(|i| (i, true)).chain(pending.intids().map(|i| (i, false)));
+        let mut used = 0;
+        for (intid, as_active) in loads {
+            if let Some(content) = self.load(vcpu, intid, as_active) {
+                lrs[used] = content;
+                self.cpus[vcpu].slots[used] = intid as u16;
+                used += 1;
             }
         }
-        active.sort_unstable();
-        let active_overflow = active.len() > n;
-        active.truncate(n);
-
-        let candidates = self.pending_for(vcpu);
-        let free = n - active.len();
-        let more_pending = candidates.len() > free;
-
-        let mut slots = vec![None; n];
-        let loads = active
-            .iter()
-            .map(|&(_, intid)| (intid, true, None))
-            .chain(candidates.iter().take(free).map(|p| (p.intid, false, p.source)));
-        for ((lr, slot), (intid, as_active, source)) in
-            lrs.iter_mut().zip(slots.iter_mut()).zip(loads)
-        {
-            if let Some(content) = self.load(vcpu, intid, as_active, source) {
-                *lr = content;
-                *slot = Some(intid);
-            }
-        }
-        let used = slots.iter().flatten().count();
-        if let Some(cpu) = self.cpus.get_mut(vcpu) {
-            cpu.slots = slots;
-        }
+        self.cpus[vcpu].loaded = used;
         LrFill { used, more_pending, active_overflow }
     }
 
     /// Puts `intid` into a register of `vcpu`: as active (adding its pending state when the
-    /// register can carry both) or as a new pending interrupt from GICv2 sender `source`.
-    fn load(
-        &mut self,
-        vcpu: usize,
-        intid: u32,
-        as_active: bool,
-        source: Option<u8>,
-    ) -> Option<ListRegister> {
+    /// register can carry both) or as a new pending interrupt (a GICv2 SGI from its lowest
+    /// pending sender).
+    fn load(&mut self, vcpu: usize, intid: u32, as_active: bool) -> Option<ListRegister> {
         let v2_sgi = self.is_v2_sgi(intid);
         let irq = self.irq(vcpu, intid)?;
         let (pending, source) = if as_active {
@@ -211,34 +259,64 @@ impl State {
                 && if v2_sgi { irq.sgi_sources & src_bit != 0 } else { irq.latch };
             (pend, src)
         } else {
-            (true, source.unwrap_or(0))
+            let lowest_sender = if v2_sgi { irq.sgi_sources.trailing_zeros() as u8 } else { 0 };
+            (true, lowest_sender)
         };
-        let irq = self.irq_mut(vcpu, intid)?;
-        let mut ld =
-            Loaded { vcpu: vcpu as u16, source, pending, active: as_active, ..Loaded::default() };
-        if pending {
-            if v2_sgi {
-                irq.sgi_sources &= !1u8.checked_shl(u32::from(source)).unwrap_or(0);
-                ld.moved_latch = true;
-            } else {
-                ld.moved_latch = irq.latch;
-                irq.latch = false;
-                if irq.hw.is_some() && !irq.edge {
-                    ld.moved_line = irq.line;
-                    irq.line = false;
+        self.update(vcpu, intid, |irq| {
+            let mut ld = Loaded {
+                vcpu: vcpu as u16,
+                source,
+                pending,
+                active: as_active,
+                ..Loaded::default()
+            };
+            if pending {
+                if v2_sgi {
+                    irq.sgi_sources &= !1u8.checked_shl(u32::from(source)).unwrap_or(0);
+                    ld.moved_latch = true;
+                } else {
+                    ld.moved_latch = irq.latch;
+                    irq.latch = false;
+                    if irq.hw.is_some() && !irq.edge {
+                        ld.moved_line = irq.line;
+                        irq.line = false;
+                    }
                 }
             }
-        }
-        irq.lr = Some(ld);
-        Some(ListRegister {
-            vintid: intid,
-            state: LrState::from_parts(pending, as_active),
-            priority: irq.priority,
-            group1: irq.group1,
-            hw: irq.hw.map(u32::from),
-            source: if v2_sgi { source } else { 0 },
-            // Still pending after the move: a level line still high, or more SGI senders.
-            eoi_maintenance: irq.hw.is_none() && irq.pending(),
+            irq.lr = Some(ld);
+            ListRegister {
+                vintid: intid,
+                state: LrState::from_parts(pending, as_active),
+                priority: irq.priority,
+                group1: irq.group1,
+                hw: irq.hw.map(u32::from),
+                source: if v2_sgi { source } else { 0 },
+                // Still pending after the move: a level line still high, or more SGI senders.
+                eoi_maintenance: irq.hw.is_none() && irq.pending(),
+            }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_keeps_the_smallest_in_order() {
+        let mut b = Best::new(3);
+        for (prio, intid) in [(0x80, 40), (0x40, 41), (0x80, 33), (0xf8, 50), (0x00, 60), (0x40, 27)] {
+            b.offer(prio, intid);
+        }
+        assert_eq!(b.intids().collect::<Vec<_>>(), [60, 27, 41]);
+        assert_eq!(b.offered, 6);
+        let mut none = Best::new(0);
+        none.offer(0, 1);
+        assert_eq!((none.len, none.offered), (0, 1));
+        let mut wide = Best::new(100);
+        for intid in (32..64).rev() {
+            wide.offer(0x10, intid);
+        }
+        assert_eq!(wide.intids().collect::<Vec<_>>(), (32..48).collect::<Vec<_>>());
     }
 }

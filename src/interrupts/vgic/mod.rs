@@ -11,7 +11,8 @@
 //! - [`redistributor`]: the GICR frames of a GICv3 VM, and [`VirtualGicr`].
 //! - [`sgi`]: GICD_SGIR and ICC_SGI1R_EL1 decoding.
 //! - [`inject`]: lines and edges from device models, timers and passthrough hardware.
-//! - [`lr_sync`] and [`list_register`]: what goes into the list registers, and their formats.
+//! - [`lr_sync`] and [`list_register`]: what goes into the list registers, and their formats;
+//!   [`index`]: the bitmaps that tell `lr_sync` what is ready for which vCPU without a scan.
 //!
 //! # How the integrator drives it
 //! 1. Per VM: `Arc::new(Vgic::new(VgicConfig::new(model, nr_vcpus, nr_spis)?))`; map
@@ -25,7 +26,8 @@
 //!    at their list registers again: a running one is sent a physical SGI (it exits, folds and
 //!    refills), one blocked in WFI is woken. The current vCPU needs nothing: step 5 follows.
 //! 5. Before entering `v`: [`Vgic::fill_lrs`], encode, write the registers, and set
-//!    ICH_HCR_EL2.UIE / GICH_HCR.UIE if [`LrFill::more_pending`].
+//!    ICH_HCR_EL2.UIE / GICH_HCR.UIE if [`LrFill::more_pending`]. When nothing happens in
+//!    between (an interrupt exit), [`Vgic::refill_lrs`] does steps 2 and 5 under one lock.
 //!
 //! # Locking
 //! One `spin::Mutex` per VM guards the whole state: distributor, redistributors, and each
@@ -37,6 +39,7 @@
 
 pub mod bank_regs;
 pub mod distributor;
+pub mod index;
 pub mod inject;
 pub mod irq_state;
 pub mod list_register;
@@ -50,6 +53,7 @@ mod tests;
 
 pub use distributor::{CurrentVcpu, GICD_WINDOW, VirtualGicd};
 pub use inject::InjectError;
+pub use irq_state::MAX_LRS;
 pub use list_register::{ListRegister, LrState};
 pub use lr_sync::{LrFill, PendingIrq};
 pub use redistributor::{GICR_STRIDE, VirtualGicr};
@@ -135,6 +139,16 @@ impl Vgic {
         self.cfg
     }
 
+    /// Runs `f` on the state under the lock. Host tests check after every operation that the
+    /// delivery index still agrees with the interrupts (`State::check_invariants`).
+    fn locked<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut state = self.state.lock();
+        let result = f(&mut state);
+        #[cfg(test)]
+        state.check_invariants();
+        result
+    }
+
     /// A distributor read by vCPU `vcpu` (whose SGIs and PPIs a GICv2 distributor shows).
     pub fn gicd_read(&self, vcpu: usize, offset: u64, size: u8) -> Result<u64, MmioError> {
         self.state.lock().gicd_read(vcpu, offset, size)
@@ -148,7 +162,7 @@ impl Vgic {
         size: u8,
         value: u64,
     ) -> Result<(), MmioError> {
-        self.state.lock().gicd_write(vcpu, offset, size, value)
+        self.locked(|s| s.gicd_write(vcpu, offset, size, value))
     }
 
     /// A read at `offset` into the redistributor region (GICv3 only; GICv2: `BadAccess`).
@@ -158,7 +172,7 @@ impl Vgic {
 
     /// A write at `offset` into the redistributor region. Kicks go to [`Vgic::take_kicks`].
     pub fn gicr_write(&self, offset: u64, size: u8, value: u64) -> Result<(), MmioError> {
-        self.state.lock().gicr_write(offset, size, value)
+        self.locked(|s| s.gicr_write(offset, size, value))
     }
 
     /// A trapped write of `value` to ICC_SGI1R_EL1 (or SGI0R / ASGI1R) by vCPU `sender` of a
@@ -169,23 +183,23 @@ impl Vgic {
             return VcpuSet::empty();
         }
         let (intid, targets) = sgi::decode_icc_sgi1r(value, sender, &self.cfg);
-        self.state.lock().send_v3_sgi(intid, targets, register)
+        self.locked(|s| s.send_v3_sgi(intid, targets, register))
     }
 
     /// Drives a device's interrupt line; returns the vCPUs to kick.
     pub fn set_level(&self, intid: u32, vcpu: usize, level: bool) -> Result<VcpuSet, InjectError> {
-        self.state.lock().set_level(intid, vcpu, level)
+        self.locked(|s| s.set_level(intid, vcpu, level))
     }
 
     /// Makes an interrupt pending once; returns the vCPUs to kick.
     pub fn raise_edge(&self, intid: u32, vcpu: usize) -> Result<VcpuSet, InjectError> {
-        self.state.lock().raise_edge(intid, vcpu)
+        self.locked(|s| s.raise_edge(intid, vcpu))
     }
 
     /// Marks `intid` (of `vcpu` for a PPI) as hardware-mapped to `pintid`, or not (`None`).
     /// Meant for VM setup, before the interrupt is in use.
     pub fn map_hw(&self, intid: u32, vcpu: usize, pintid: Option<u32>) -> Result<(), InjectError> {
-        self.state.lock().map_hw(intid, vcpu, pintid)
+        self.locked(|s| s.map_hw(intid, vcpu, pintid))
     }
 
     /// The vCPUs that MMIO writes since the last call made look at their list registers again.
@@ -196,7 +210,11 @@ impl Vgic {
     /// The deliverable pending interrupts of `vcpu` that its list registers do not hold, best
     /// first: `(intid, priority, ...)` in priority order, ties by INTID.
     pub fn next_pending(&self, vcpu: usize) -> impl Iterator<Item = PendingIrq> + use<> {
-        self.state.lock().pending_for(vcpu).into_iter()
+        let state = self.state.lock();
+        let pending = state.pending_for(vcpu);
+        #[cfg(test)]
+        assert_eq!(pending, state.pending_by_scan(vcpu), "the index disagrees with a scan");
+        pending.into_iter()
     }
 
     /// Whether `vcpu` has an interrupt to take (for WFI).
@@ -206,11 +224,20 @@ impl Vgic {
 
     /// After `vcpu` exited: folds its decoded list registers back into the model.
     pub fn fold_lrs(&self, vcpu: usize, lrs: &[ListRegister]) {
-        self.state.lock().fold_lrs(vcpu, lrs)
+        self.locked(|s| s.fold_lrs(vcpu, lrs))
     }
 
     /// Before `vcpu` runs: the contents for its list registers (`lrs.len()` of them).
     pub fn fill_lrs(&self, vcpu: usize, lrs: &mut [ListRegister]) -> LrFill {
-        self.state.lock().fill_lrs(vcpu, lrs)
+        self.locked(|s| s.fill_lrs(vcpu, lrs))
+    }
+
+    /// [`Vgic::fold_lrs`] then [`Vgic::fill_lrs`] on the same registers, under one lock: an
+    /// exit's whole list-register round trip.
+    pub fn refill_lrs(&self, vcpu: usize, lrs: &mut [ListRegister]) -> LrFill {
+        self.locked(|s| {
+            s.fold_lrs(vcpu, lrs);
+            s.fill_lrs(vcpu, lrs)
+        })
     }
 }

@@ -95,8 +95,7 @@ impl State {
         }
         let mut reached = VcpuSet::empty();
         for t in targets.iter() {
-            if let Some(irq) = self.irq_mut(t, intid) {
-                irq.sgi_sources |= bit;
+            if self.update(t, intid, |irq| irq.sgi_sources |= bit).is_some() {
                 reached.insert(t);
             }
         }
@@ -112,10 +111,12 @@ impl State {
             return reached;
         }
         for t in targets.iter() {
-            if let Some(irq) = self.irq_mut(t, intid)
-                && (register == SgiRegister::Sgi1r || !irq.group1)
-            {
-                irq.latch = true;
+            let accepted = self.update(t, intid, |irq| {
+                let accepts = register == SgiRegister::Sgi1r || !irq.group1;
+                irq.latch |= accepts;
+                accepts
+            });
+            if accepted == Some(true) {
                 reached.insert(t);
             }
         }
@@ -174,7 +175,7 @@ mod tests {
     #[test]
     fn v3_sgi_groups() {
         let mut s = State::new(VgicConfig::new(GicModel::V3, 2, 32).unwrap());
-        s.cpus[1].private[4].group1 = false;
+        s.update(1, 4, |irq| irq.group1 = false);
         assert_eq!(s.send_v3_sgi(4, set(&[0, 1]), SgiRegister::Sgi0r), set(&[1]));
         assert!(!s.cpus[0].private[4].latch && s.cpus[1].private[4].latch);
         assert_eq!(s.send_v3_sgi(4, set(&[0, 1]), SgiRegister::Sgi1r), set(&[0, 1]));

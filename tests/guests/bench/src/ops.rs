@@ -52,6 +52,23 @@ pub fn null_hvc(iters: u64) -> Outcome {
     per_op(with, without, iters)
 }
 
+/// `vm_switch`: Veil's VEIL_YIELD (0xC600_0002) while a second VM on the same CPU runs the same
+/// loop. One iteration is this VM's yield, a switch to the other VM, its yield, and a switch
+/// back: the figure is half of it, one yield hypercall plus one VM switch.
+pub fn vm_switch(iters: u64) -> Outcome {
+    // SAFETY: VEIL_YIELD only gives the CPU away; it changes no guest state.
+    let answer = unsafe { veil_guest_rt::smccc::hvc64(0xc600_0002, 0, 0, 0) };
+    if answer[0] != 0 {
+        return Outcome::Unavailable("VEIL_YIELD is not implemented here");
+    }
+    let with = hvc_loop!(iters, "0x0002", "0xc600", ["hvc #0"]);
+    let without = hvc_loop!(iters, "0x0002", "0xc600", []);
+    match per_op(with, without, iters) {
+        Outcome::Measured { extra, iters } => Outcome::Measured { extra: extra / 2, iters },
+        other => other,
+    }
+}
+
 /// `psci_version`: PSCI_VERSION (0x8400_0000), the simplest call with a real answer.
 pub fn psci_version(iters: u64) -> Outcome {
     let with = hvc_loop!(iters, "0x0000", "0x8400", ["hvc #0"]);

@@ -346,7 +346,7 @@ const UNKNOWN: [u32; 27] = [
     0xC500_1234,
     0x8600_FF00, // vendor hypervisor call count: not implemented
     0x8600_0001, // VEIL_VCPU_INFO's SMC32 twin: not defined
-    0xC600_0002,
+    0xC600_00F0,
     0xB000_0000, // trusted applications
     0xBF00_FFFF, // trusted OS
     0x0400_0000, // PSCI_VERSION as a yielding call
