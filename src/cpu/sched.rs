@@ -71,6 +71,8 @@ impl PerCpu {
             if WORK[self.index].swap(false, Ordering::AcqRel) {
                 self.reap();
                 self.start_requested();
+                #[cfg(target_arch = "aarch64")]
+                super::el2::trap_wfe(self.vcpus.len() > 1);
             }
             let now = crate::timer::physical_count();
             // An emulated physical timer whose deadline passed while Veil was busy (handling a
@@ -192,12 +194,15 @@ impl PerCpu {
     /// Loads vCPU `i`'s state into the hardware.
     fn load(&mut self, i: usize) {
         let fp_owned = core::ptr::eq(self.fp_owner, &*self.vcpus[i]);
+        let shared = self.vcpus.len() > 1;
         let v = &mut self.vcpus[i];
         arch::load_vcpu_state(v);
         v.el1.restore();
         crate::interrupts::vcpu_enters(v);
         // Its FP/SIMD registers are loaded on its first FP instruction, unless still there.
         context::trap_fp(!fp_owned);
+        #[cfg(target_arch = "aarch64")]
+        super::el2::trap_wfe(shared);
         self.guest_regs = &mut v.regs;
         self.id_regs = v.vm.id_regs.as_ptr();
         CURRENT_VCPU[self.index].store(v.index, Ordering::Relaxed);

@@ -80,7 +80,8 @@ pub fn handler_for(class: u8) -> Option<Handler> {
 fn wfx(vcpu: &mut Vcpu, s: Syndrome) -> Exit {
     vcpu.regs.skip_instruction();
     if esr::wfx_is_wfe(s.esr.iss()) {
-        return Exit::Resume;
+        // Only trapped while the CPU is shared: let the other vCPUs run.
+        return Exit::Yield;
     }
     // What the guest did with its list registers must be in the model before asking it.
     crate::interrupts::sync_list_registers(vcpu);
@@ -167,10 +168,21 @@ extern "C" fn handle_guest_exit(_regs: *mut GuestRegs, kind: u64) {
             Exit::Reschedule
         }
         _ => {
+            // A physical SError taken while the guest ran (e.g. an external abort on a write it
+            // made to a passed-through device): it is the guest's, and it gets it as a virtual
+            // SError, delivered by the hardware when the guest unmasks SErrors.
             let syndrome = arch::read_syndrome();
             let vcpu = this.vcpu().expect("guest exit on a CPU that runs no vCPU");
-            vcpu.vm.stop(format_args!("SError (ESR {:#x}) at PC {:#x}", syndrome.esr.0, vcpu.regs.pc));
-            Exit::VmEnded
+            log::warn!(
+                "VM {} vCPU {}: SError (ESR {:#x}) at PC {:#x}: injected a virtual SError",
+                vcpu.vm.id,
+                vcpu.index,
+                syndrome.esr.0,
+                vcpu.regs.pc
+            );
+            #[cfg(target_arch = "aarch64")]
+            cpu::el2::inject_virtual_serror();
+            Exit::Resume
         }
     };
     this.finish_exit(outcome);

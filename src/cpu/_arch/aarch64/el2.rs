@@ -59,7 +59,9 @@ pub fn configure() {
         + HCR_EL2::BSU::InnerShareable
         // Trap SMC: firmware is reached only through Veil's PSCI.
         + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
-        // Trap WFI so a waiting vCPU gives its CPU back; WFE is left alone (spin-wait hints).
+        // Trap WFI so a waiting vCPU gives its CPU back. WFE (a spin-wait hint) traps only while
+        // the CPU is shared (`cpu::sched` sets TWE then): a spinning vCPU's lock holder may be
+        // the vCPU it keeps off the CPU.
         + HCR_EL2::TWI::SET
         // Trap the ID register group 3 (ID_AA64*): the guest sees a sanitized CPU.
         + HCR_EL2::TID3::SET
@@ -136,4 +138,18 @@ macro_rules! id_space {
 /// The host's whole ID register space (CRm 1..7, op2 0..7), in `vm::id_regs` index order.
 pub fn read_id_space() -> [u64; crate::vm::id_regs::ID_REG_COUNT] {
     id_space!(1, 2, 3, 4, 5, 6, 7)
+}
+
+/// Traps (or not) the guest's WFE: HCR_EL2.TWE (bit 14).
+pub fn trap_wfe(trap: bool) {
+    use tock_registers::interfaces::ReadWriteable;
+    HCR_EL2.modify(if trap { HCR_EL2::TWE::SET } else { HCR_EL2::TWE::CLEAR });
+}
+
+/// Makes a virtual SError pending for the guest (HCR_EL2.VSE, bit 8): the hardware delivers it
+/// when the guest unmasks SErrors, with the syndrome in VSESR_EL2 (implementation defined when
+/// RAS is not implemented, which is what Veil shows guests).
+pub fn inject_virtual_serror() {
+    use tock_registers::interfaces::ReadWriteable;
+    HCR_EL2.modify(HCR_EL2::VSE::SET);
 }
