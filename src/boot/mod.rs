@@ -306,6 +306,13 @@ fn create_vms(platform: &Platform) {
         shared_console: package.vms().count() > 1,
         wall_clock: host_wall_clock(),
         gicv: platform.gic.as_ref().and_then(|g| g.virtual_cpu_interface),
+        ram: platform.memory.as_slice().to_vec(),
+        own_devices: {
+            let mut devices = [Region::default(); 8];
+            let n = host_devices(platform, DTB.get().copied().unwrap_or(&[]), &mut devices);
+            devices[..n].iter().copied().filter(|r| Some(r.base) != host_rtc_base()).collect()
+        },
+        own_spis: host_uart_intid(DTB.get().copied().unwrap_or(&[])).into_iter().collect(),
     };
     let specs: alloc::vec::Vec<_> = package.vms().collect();
     let counts: alloc::vec::Vec<usize> = specs.iter().map(|s| s.as_ref().map_or(0, |s| s.cpus as usize)).collect();
@@ -362,6 +369,11 @@ fn host_wall_clock() -> (u64, u64) {
         }
         None => (now, 0),
     }
+}
+
+/// The base of the host's RTC, which Veil only reads once at boot: a guest may have it.
+fn host_rtc_base() -> Option<u64> {
+    DTB.get().and_then(|blob| host_rtc(blob)).map(|r| r.base)
 }
 
 /// The host's PL031 RTC, if its DTB lists one at the top level (QEMU virt does; boards whose

@@ -30,6 +30,43 @@ pub const HYP_TIMER_INTID: u32 = 26;
 pub const VIRT_TIMER_INTID: u32 = 27;
 pub const PPI_ALL: [u32; 3] = [MAINTENANCE_INTID, HYP_TIMER_INTID, VIRT_TIMER_INTID];
 
+/// Which VM each passthrough SPI belongs to (VM index + 1; 0 = Veil's), by INTID.
+static SPI_OWNER: [core::sync::atomic::AtomicUsize; 1020] =
+    [const { core::sync::atomic::AtomicUsize::new(0) }; 1020];
+
+/// The VM a physical SPI is passed through to, if any.
+pub fn passthrough_owner(intid: u32) -> Option<usize> {
+    let owner = SPI_OWNER.get(intid as usize)?.load(core::sync::atomic::Ordering::Acquire);
+    owner.checked_sub(1)
+}
+
+/// Gives physical SPI `intid` to VM `vm`: enabled, routed to physical CPU `cpu`; each time it
+/// fires it becomes the same INTID in the VM's vGIC, hardware-mapped.
+pub fn pass_through_spi(intid: u32, vm: usize, cpu: usize) {
+    if let Some(owner) = SPI_OWNER.get(intid as usize) {
+        owner.store(vm + 1, core::sync::atomic::Ordering::Release);
+        #[cfg(target_arch = "aarch64")]
+        gic::enable_spi(intid, cpu);
+        #[cfg(not(target_arch = "aarch64"))]
+        let _ = cpu;
+    }
+}
+
+/// A passthrough SPI fired: pend it in its VM (vCPU 0's view; the vGIC routes it).
+fn forward_passthrough(intid: u32, vm: usize) {
+    if let Some(vm) = crate::vm::registry::get(vm) {
+        if vm.state() == crate::vm::VmState::Running {
+            if let Ok(kicks) = vm.irq.vgic.raise_edge(intid, 0) {
+                vm.irq.deliver(kicks);
+            }
+            return;
+        }
+    }
+    // Its VM has ended: nobody will deactivate it.
+    #[cfg(target_arch = "aarch64")]
+    gic::deactivate(intid);
+}
+
 /// Sets up the distributor (boot CPU, once).
 pub fn init(platform: &crate::board::discovery::Platform, host_uart_intid: Option<u32>) {
     #[cfg(target_arch = "aarch64")]
@@ -133,14 +170,12 @@ fn sync_lrs<const CAP: usize>(vcpu: &mut Vcpu, n: usize) {
     use vgic::ListRegister;
     let n = n.min(CAP);
     let v2 = vcpu.vm.irq.vgic.config().model == vgic::GicModel::V2;
-    let mut raw = [0u64; CAP];
-    let mut lrs = [ListRegister::INVALID; CAP];
-    for i in 0..n {
-        raw[i] = vgic_hw::read_lr(i);
-        if raw[i] != 0 {
-            lrs[i] = if v2 { ListRegister::decode_v2(raw[i] as u32) } else { ListRegister::decode_v3(raw[i]) };
-        }
-    }
+    let raw: [u64; CAP] = core::array::from_fn(|i| if i < n { vgic_hw::read_lr(i) } else { 0 });
+    let mut lrs: [ListRegister; CAP] = core::array::from_fn(|i| match raw[i] {
+        0 => ListRegister::INVALID,
+        r if v2 => ListRegister::decode_v2(r as u32),
+        r => ListRegister::decode_v3(r),
+    });
     let fill = vcpu.vm.irq.vgic.refill_lrs(vcpu.index, &mut lrs[..n]);
     for i in 0..n {
         let value = if v2 { lrs[i].encode_v2() as u64 } else { lrs[i].encode_v3() };
@@ -185,6 +220,10 @@ pub fn handle_pending(this: &mut PerCpu) {
             HYP_TIMER_INTID => {
                 gic::deactivate(intid);
                 this.hyp_timer_fired();
+            }
+            _ if intid >= 32 && passthrough_owner(intid).is_some() => {
+                // Left active: the guest's EOI of the hardware-mapped INTID deactivates it.
+                forward_passthrough(intid, passthrough_owner(intid).unwrap_or(0));
             }
             _ => {
                 gic::deactivate(intid);

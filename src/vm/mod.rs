@@ -120,6 +120,12 @@ pub struct HostInfo {
     pub wall_clock: (u64, u64),
     /// GICv2: the host's virtual CPU interface (GICV), mapped into each guest at its GICC.
     pub gicv: Option<crate::board::discovery::Region>,
+    /// Host RAM: never passed through to a guest as a device.
+    pub ram: Vec<crate::board::discovery::Region>,
+    /// Host devices Veil drives itself (console, GIC windows): never passed through.
+    pub own_devices: Vec<crate::board::discovery::Region>,
+    /// Host SPIs Veil keeps (the console's input).
+    pub own_spis: Vec<u32>,
 }
 
 /// One virtual machine.
@@ -164,6 +170,8 @@ pub enum VmError {
     Stage2(aarch64_paging::MapError),
     GicMismatch { asked: u32 },
     Vgic(vgic::ConfigError),
+    Passthrough { base: u64, size: u64, why: &'static str },
+    PassthroughSpi { intid: u32, why: &'static str },
 }
 
 impl fmt::Display for VmError {
@@ -187,6 +195,10 @@ impl fmt::Display for VmError {
                 "gic-version {asked} differs from the host's GIC; Veil gives guests the host's GIC version"
             ),
             VmError::Vgic(e) => write!(f, "cannot model its GIC: {e:?}"),
+            VmError::Passthrough { base, size, why } => {
+                write!(f, "passthrough-mmio {base:#x}+{size:#x} refused: {why}")
+            }
+            VmError::PassthroughSpi { intid, why } => write!(f, "passthrough-spis {intid} refused: {why}"),
         }
     }
 }
@@ -283,6 +295,42 @@ impl Vm {
             }
         }
 
+        // Passthrough device windows, at the same address in the guest as in the host.
+        let mut passthrough: Vec<(u64, u64)> = Vec::new();
+        for (base, size) in spec.passthrough_regions() {
+            if let Err(why) = check_passthrough(base, size, &ram, host) {
+                for &(pa, size) in &blocks {
+                    frames::free_contiguous(pa, size);
+                }
+                return Err(VmError::Passthrough { base, size, why });
+            }
+            if let Err(e) = table.map(base, base, size, stage2::DEVICE) {
+                for &(pa, size) in &blocks {
+                    frames::free_contiguous(pa, size);
+                }
+                return Err(VmError::Stage2(e));
+            }
+            passthrough.push((base, size));
+        }
+        let spis: Vec<u32> = spec.passthrough_intids().collect();
+        for &intid in &spis {
+            let why = if intid < 32 || intid >= 32 + NR_SPIS {
+                Some("not an SPI of the guest's GIC (INTIDs 32..128)")
+            } else if host.own_spis.contains(&intid) {
+                Some("Veil's own (the console)")
+            } else if crate::interrupts::passthrough_owner(intid).is_some() {
+                Some("already another VM's")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                for &(pa, size) in &blocks {
+                    frames::free_contiguous(pa, size);
+                }
+                return Err(VmError::PassthroughSpi { intid, why });
+            }
+        }
+
         // Fill guest RAM. The plan guarantees every range lies inside it.
         for segment in &plan.segments {
             copy_to_guest(&ram, segment.ipa, segment.data);
@@ -300,6 +348,10 @@ impl Vm {
         for v in 0..vcpu_count {
             vgic.map_hw(virtual_board::VIRT_TIMER_INTID, v, Some(virtual_board::VIRT_TIMER_INTID))
                 .expect("the virtual timer PPI exists");
+        }
+        // Passthrough SPIs are hardware-mapped too: the guest's EOI deactivates the physical one.
+        for &intid in &spis {
+            vgic.map_hw(intid, 0, Some(intid)).expect("SPI range checked above");
         }
         let irq = Arc::new(IrqRouting::new(vgic.clone(), placement.clone()));
 
@@ -325,18 +377,21 @@ impl Vm {
                 .expect("the virtual board's devices do not overlap");
         }
         // The guest's RTC counts from the host's wall clock; its own writes shift only its view.
+        // A passed-through device takes the place of the emulated one at its address.
+        let passed = |base: u64, size: u64| passthrough.iter().any(|&(b, s)| base < b + s && b < base + size);
         let (base_count, base_seconds) = host.wall_clock;
         let clock = CounterClock::new(crate::timer::physical_count, crate::timer::frequency(), base_count, base_seconds);
-        mmio.add(virtual_board::PL031_BASE, virtual_board::PL031_SIZE, Box::new(VirtualPl031::new(clock)))
-            .expect("the virtual board's devices do not overlap");
+        if !passed(virtual_board::PL031_BASE, virtual_board::PL031_SIZE) {
+            mmio.add(virtual_board::PL031_BASE, virtual_board::PL031_SIZE, Box::new(VirtualPl031::new(clock)))
+                .expect("the virtual board's devices do not overlap");
+        }
         // Guests probe every virtio-mmio slot of the board; with no device there they must read
         // "no device" (DeviceID 0), not fault. One model answers for all slots.
-        mmio.add(
-            virtual_board::VIRTIO_MMIO_BASE,
-            virtual_board::VIRTIO_MMIO_SLOT_SIZE * virtual_board::VIRTIO_MMIO_SLOTS as u64,
-            Box::new(EmptyVirtioMmio::new()),
-        )
-        .expect("the virtual board's devices do not overlap");
+        let virtio_size = virtual_board::VIRTIO_MMIO_SLOT_SIZE * virtual_board::VIRTIO_MMIO_SLOTS as u64;
+        if !passed(virtual_board::VIRTIO_MMIO_BASE, virtio_size) {
+            mmio.add(virtual_board::VIRTIO_MMIO_BASE, virtio_size, Box::new(EmptyVirtioMmio::new()))
+                .expect("the virtual board's devices do not overlap");
+        }
         let vmid = (id + 1) as u8;
         // The boot vCPU starts at the kernel's entry with the DTB in x0 (the Linux boot
         // protocol); the others wait for the guest's PSCI CPU_ON.
@@ -344,7 +399,7 @@ impl Vm {
         vcpu_power[0]
             .request_on(psci::StartRequest { entry: plan.entry, context_id: plan.dtb_ipa })
             .expect("a new vCPU is off");
-        Ok(Arc::new(Vm {
+        let vm = Arc::new(Vm {
             id,
             name: String::from(spec.name),
             vmid,
@@ -363,7 +418,12 @@ impl Vm {
             placement,
             counter_offset: crate::timer::physical_count(),
             state: AtomicU8::new(VmState::Running as u8),
-        }))
+        });
+        // The physical SPIs go to the CPU of the vCPU the guest's GIC targets at reset (vCPU 0).
+        for &intid in &spis {
+            crate::interrupts::pass_through_spi(intid, id, vm.placement[0]);
+        }
+        Ok(vm)
     }
 
     pub fn state(&self) -> VmState {
@@ -411,6 +471,35 @@ impl Vm {
             self.kick_vcpu(index);
         }
     }
+}
+
+/// Why a passthrough window may not be given to a guest, if it may not.
+fn check_passthrough(base: u64, size: u64, ram: &GuestRam, host: &HostInfo) -> Result<(), &'static str> {
+    let page = memory::PAGE_SIZE;
+    if size == 0 || base % page != 0 || size % page != 0 {
+        return Err("base and size must be non-zero multiples of 4 KiB");
+    }
+    let end = base.checked_add(size).ok_or("it wraps around the address space")?;
+    if end > 1 << stage2::IPA_BITS {
+        return Err("it lies above the guest's address space");
+    }
+    if base < ram.ipa + ram.size && ram.ipa < end {
+        return Err("it overlaps the guest's RAM");
+    }
+    let overlaps = |r: &crate::board::discovery::Region| base < r.end() && r.base < end;
+    if host.ram.iter().any(overlaps) {
+        return Err("it is host RAM, not a device");
+    }
+    if host.own_devices.iter().any(overlaps) {
+        return Err("Veil drives that device itself");
+    }
+    if base < virtual_board::GICR_BASE + virtual_board::GICR_REGION_SIZE && virtual_board::GICD_BASE < end {
+        return Err("it overlaps the guest's interrupt controller");
+    }
+    if base < virtual_board::PL011_BASE + virtual_board::PL011_SIZE && virtual_board::PL011_BASE < end {
+        return Err("it overlaps the guest's console UART");
+    }
+    Ok(())
 }
 
 fn copy_to_guest(ram: &GuestRam, ipa: u64, data: &[u8]) {

@@ -54,6 +54,26 @@ pub struct VmSpec<'a> {
     pub initrd: Option<&'a [u8]>,
     /// The guest's `/chosen/bootargs`, or "".
     pub bootargs: &'a str,
+    /// `passthrough-mmio`: host device windows mapped into the guest at the same address, as
+    /// big-endian (base, size) u64 pairs; checked to be whole pairs.
+    pub passthrough_mmio: &'a [u8],
+    /// `passthrough-spis`: host SPIs (INTIDs) delivered to the guest, big-endian u32s.
+    pub passthrough_spis: &'a [u8],
+}
+
+impl VmSpec<'_> {
+    /// The passthrough device windows, (base, size).
+    pub fn passthrough_regions(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.passthrough_mmio.chunks_exact(16).map(|c| {
+            let word = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+            (word(&c[..8]), word(&c[8..]))
+        })
+    }
+
+    /// The passthrough SPIs, as INTIDs.
+    pub fn passthrough_intids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.passthrough_spis.chunks_exact(4).map(|c| u32::from_be_bytes(c.try_into().unwrap_or([0; 4])))
+    }
 }
 
 /// Why the package as a whole was refused; no VM starts.
@@ -304,6 +324,21 @@ fn vm_spec<'a>(node: FdtNode<'_, 'a>, index: u32) -> Result<VmSpec<'a>, VmSpecEr
         Some(p) => text(p.value).ok_or(fail("bootargs", VmProblem::NotAString))?,
     };
 
+    let passthrough_mmio = match node.property("passthrough-mmio") {
+        None => &[][..],
+        Some(p) if p.value.len() % 16 != 0 => {
+            return Err(fail("passthrough-mmio", VmProblem::WrongSize { expected: 16, found: p.value.len() % 16 }));
+        }
+        Some(p) => p.value,
+    };
+    let passthrough_spis = match node.property("passthrough-spis") {
+        None => &[][..],
+        Some(p) if p.value.len() % 4 != 0 => {
+            return Err(fail("passthrough-spis", VmProblem::WrongSize { expected: 4, found: p.value.len() % 4 }));
+        }
+        Some(p) => p.value,
+    };
+
     Ok(VmSpec {
         index,
         name,
@@ -313,6 +348,8 @@ fn vm_spec<'a>(node: FdtNode<'_, 'a>, index: u32) -> Result<VmSpec<'a>, VmSpecEr
         kernel,
         initrd,
         bootargs,
+        passthrough_mmio,
+        passthrough_spis,
     })
 }
 
@@ -432,6 +469,8 @@ mod tests {
                 kernel: &kernel,
                 initrd: Some(b"070701"),
                 bootargs: "console=ttyAMA0 rdinit=/init",
+                passthrough_mmio: &[],
+                passthrough_spis: &[],
             }
         );
         let tiny = vms[1];

@@ -399,6 +399,8 @@ fn on_veil(
         smp,
         vcpus: None,
         vms,
+        passthrough_mmio: Vec::new(),
+        passthrough_spis: Vec::new(),
         memory: GUEST_MEMORY,
         guest: Guest::Bench,
         initrd: None,

@@ -79,6 +79,9 @@ pub struct Launch {
     pub vcpus: Option<u32>,
     /// How many VMs run the guest (each its own copy, named `<guest>0`, `<guest>1`, ...).
     pub vms: u32,
+    /// Host device windows (base, size) and SPIs passed through to the (first) VM.
+    pub passthrough_mmio: Vec<(u64, u64)>,
+    pub passthrough_spis: Vec<u32>,
     /// Guest RAM in bytes (a multiple of 2 MiB).
     pub memory: u64,
     pub guest: Guest,
@@ -106,6 +109,12 @@ impl Launch {
         }
         if self.vms != 1 {
             words.push(format!("--vms {}", self.vms));
+        }
+        for (base, size) in &self.passthrough_mmio {
+            words.push(format!("--passthrough-mmio {base:#x}:{size:#x}"));
+        }
+        for intid in &self.passthrough_spis {
+            words.push(format!("--passthrough-spi {intid}"));
         }
         if self.profile == Profile::Release {
             words.push("--release".into());
@@ -251,6 +260,8 @@ impl Launcher {
             kernel,
             initrd,
             bootargs: launch.cmdline.clone().filter(|c| !c.is_empty()),
+            passthrough_mmio: launch.passthrough_mmio.clone(),
+            passthrough_spis: launch.passthrough_spis.clone(),
         };
         let summary = format!(
             "{} VM `{}`: {} RAM, {} vCPU, GICv{}{}",
@@ -268,7 +279,15 @@ impl Launcher {
         let vms: Vec<VmSpec> = if launch.vms <= 1 {
             vec![vm.clone()]
         } else {
-            (0..launch.vms).map(|i| VmSpec { name: format!("{}{i}", vm.name), ..vm.clone() }).collect()
+            // Devices can be passed through to one VM only: the first.
+            (0..launch.vms)
+                .map(|i| VmSpec {
+                    name: format!("{}{i}", vm.name),
+                    passthrough_mmio: if i == 0 { vm.passthrough_mmio.clone() } else { Vec::new() },
+                    passthrough_spis: if i == 0 { vm.passthrough_spis.clone() } else { Vec::new() },
+                    ..vm.clone()
+                })
+                .collect()
         };
         let package_size = package::write_file(&package_path, &vms)?;
         notes.note(format!(
@@ -382,6 +401,8 @@ mod tests {
             smp: 1,
             vcpus: None,
             vms: 1,
+            passthrough_mmio: Vec::new(),
+            passthrough_spis: Vec::new(),
             memory: 128 * size::MIB,
             guest: Guest::Tiny,
             initrd: None,

@@ -150,6 +150,8 @@ pub fn main(ws: &Workspace, args: &LinuxArgs) -> Result<u8> {
         smp: args.smp,
         vcpus: None,
         vms: 1,
+        passthrough_mmio: Vec::new(),
+        passthrough_spis: Vec::new(),
         memory: args.mem,
         guest: Guest::File(artifacts.image.clone()),
         initrd: Some(artifacts.initramfs.clone()),

@@ -104,6 +104,13 @@ struct RunArgs {
     /// vCPUs of each VM [default: --smp]; more than --smp share the machine's CPUs.
     #[arg(long, value_name = "N", value_parser = value_parser!(u32).range(1..=8))]
     vcpus: Option<u32>,
+    /// Pass a host device window through to the VM at the same address: BASE:SIZE (hex with
+    /// 0x, or decimal), page-aligned. Repeatable.
+    #[arg(long, value_name = "BASE:SIZE", value_parser = parse_window)]
+    passthrough_mmio: Vec<(u64, u64)>,
+    /// Deliver host SPI INTID to the VM as a hardware-mapped interrupt. Repeatable.
+    #[arg(long, value_name = "INTID")]
+    passthrough_spi: Vec<u32>,
     /// Run N VMs, each with its own copy of the guest (console lines prefixed by VM name).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = value_parser!(u32).range(1..=8))]
     vms: u32,
@@ -210,6 +217,8 @@ fn run(ws: &Workspace, args: RunArgs) -> Result<u8> {
         smp: args.smp,
         vcpus: args.vcpus,
         vms: args.vms,
+        passthrough_mmio: args.passthrough_mmio.clone(),
+        passthrough_spis: args.passthrough_spi.clone(),
         memory: args.mem,
         guest: args.guest.map_or(Guest::Tiny, Guest::File),
         initrd: args.initrd,
@@ -377,4 +386,17 @@ fn print_block(title: &str, text: &str, footer: &str) {
             format!(" {footer}")
         }
     );
+}
+
+/// `BASE:SIZE` of `--passthrough-mmio`.
+pub fn parse_window(text: &str) -> Result<(u64, u64), String> {
+    let number = |t: &str| match t.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => t.parse(),
+    };
+    let (base, size) = text.split_once(':').ok_or("expected BASE:SIZE")?;
+    Ok((
+        number(base).map_err(|e| format!("base {base:?}: {e}"))?,
+        number(size).map_err(|e| format!("size {size:?}: {e}"))?,
+    ))
 }

@@ -36,6 +36,10 @@ pub struct VmSpec {
     pub initrd: Option<Vec<u8>>,
     /// The guest's `/chosen/bootargs`.
     pub bootargs: Option<String>,
+    /// Host device windows (base, size) mapped into the guest at the same address.
+    pub passthrough_mmio: Vec<(u64, u64)>,
+    /// Host SPIs (INTIDs) delivered to the guest.
+    pub passthrough_spis: Vec<u32>,
 }
 
 impl VmSpec {
@@ -110,6 +114,13 @@ pub fn write(vms: &[VmSpec]) -> Result<Vec<u8>> {
         if let Some(bootargs) = &vm.bootargs {
             fdt.property_string("bootargs", bootargs)
                 .map_err(fdt_error)?;
+        }
+        if !vm.passthrough_mmio.is_empty() {
+            let cells: Vec<u64> = vm.passthrough_mmio.iter().flat_map(|&(b, s)| [b, s]).collect();
+            fdt.property_array_u64("passthrough-mmio", &cells).map_err(fdt_error)?;
+        }
+        if !vm.passthrough_spis.is_empty() {
+            fdt.property_array_u32("passthrough-spis", &vm.passthrough_spis).map_err(fdt_error)?;
         }
         fdt.end_node(node).map_err(fdt_error)?;
     }
@@ -201,6 +212,8 @@ mod tests {
             kernel: vec![0xd5, 0x03, 0x20, 0x1f, 0x14],
             initrd: None,
             bootargs: None,
+            passthrough_mmio: Vec::new(),
+            passthrough_spis: Vec::new(),
         }
     }
 
@@ -235,6 +248,8 @@ mod tests {
                 "kernel",
                 "initrd",
                 "bootargs",
+                "passthrough-mmio",
+                "passthrough-spis",
             ];
             for prop in node.properties() {
                 assert!(
@@ -253,6 +268,22 @@ mod tests {
                 bootargs: node
                     .property("bootargs")
                     .map(|p| p.as_str().unwrap().to_string()),
+                passthrough_mmio: node
+                    .property("passthrough-mmio")
+                    .map(|p| {
+                        p.value
+                            .chunks_exact(16)
+                            .map(|c| {
+                                let w = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap());
+                                (w(&c[..8]), w(&c[8..]))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                passthrough_spis: node
+                    .property("passthrough-spis")
+                    .map(|p| p.value.chunks_exact(4).map(|c| u32::from_be_bytes(c.try_into().unwrap())).collect())
+                    .unwrap_or_default(),
             });
         }
         vms
@@ -281,6 +312,8 @@ mod tests {
             kernel: (0..=255u8).cycle().take(70_001).collect(),
             initrd: Some(b"070701 newc archive".to_vec()),
             bootargs: Some("console=ttyAMA0 earlycon rdinit=/init".into()),
+            passthrough_mmio: Vec::new(),
+            passthrough_spis: Vec::new(),
         };
         let bare = VmSpec {
             name: "bare metal".into(),

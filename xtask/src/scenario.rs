@@ -64,6 +64,12 @@ pub struct Scenario {
     /// Copies of the guest, one VM each.
     #[serde(default = "defaults::vms")]
     pub vms: u32,
+    /// Host device windows "BASE:SIZE" passed through to the first VM.
+    #[serde(default)]
+    pub passthrough_mmio: Vec<String>,
+    /// Host SPIs passed through to the first VM.
+    #[serde(default)]
+    pub passthrough_spis: Vec<u32>,
     #[serde(default = "defaults::guest")]
     pub guest: String,
     #[serde(default)]
@@ -236,6 +242,12 @@ impl Scenario {
             smp: self.smp,
             vcpus: self.vcpus,
             vms: self.vms,
+            passthrough_mmio: self
+                .passthrough_mmio
+                .iter()
+                .map(|w| crate::parse_window(w).map_err(anyhow::Error::msg))
+                .collect::<Result<_>>()?,
+            passthrough_spis: self.passthrough_spis.clone(),
             memory: size::parse_guest_memory(&self.mem)?,
             guest,
             initrd,

@@ -166,12 +166,20 @@ impl State {
         let group_enabled = if irq.group1 { groups.1 } else { groups.0 };
         self.index.set(bank, intid, irq.ready(group_enabled), irq.idle_active());
         if route != (irq.targets, irq.route) {
-            let routed = self.irq(bank, intid).map_or(VcpuSet::empty(), |irq| {
-                self.routed(bank, intid, irq)
-            });
-            self.index.set_route(intid, routed);
+            self.reroute(intid);
         }
         Some(result)
+    }
+
+    /// Brings the routing bits of SPI `intid` up to date (after a GICD_ITARGETSR or
+    /// GICD_IROUTER write: rare, and kept out of [`State::update`]'s way).
+    #[cold]
+    #[inline(never)]
+    fn reroute(&mut self, intid: u32) {
+        if let Some(irq) = self.irq(0, intid) {
+            let routed = self.routed(0, intid, irq);
+            self.index.set_route(intid, routed);
+        }
     }
 
     /// Rebuilds the whole index (after a GICD_CTLR group enable changed).

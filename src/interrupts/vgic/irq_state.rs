@@ -150,8 +150,9 @@ pub const MAX_LRS: usize = 16;
 pub struct CpuState {
     /// SGIs 0-15 and PPIs 16-31.
     pub private: Vec<Irq>,
-    /// The INTIDs list registers 0, 1, .. were filled with: the first `loaded` entries.
-    pub slots: [u16; MAX_LRS],
+    /// What list registers 0, 1, .. were filled with, the first `loaded` entries: priority
+    /// << 16 | INTID, the order `lr_sync` sorts them in (and the room it sorts them in).
+    pub slots: [u32; MAX_LRS],
     /// How many list registers hold an interrupt; 0 between a fold and the next fill.
     pub loaded: usize,
     /// GICR_WAKER.ProcessorSleep (GICv3).

@@ -23,7 +23,7 @@
 //! senders waiting (one register per INTID: two registers with the same vINTID are
 //! UNPREDICTABLE). Hardware-mapped registers have no EOI bit and need none.
 
-use super::irq_state::{Irq, Loaded, MAX_LRS, PRIVATE_COUNT, State};
+use super::irq_state::{CpuState, Irq, Loaded, MAX_LRS, PRIVATE_COUNT, State};
 use super::list_register::{ListRegister, LrState};
 use alloc::vec::Vec;
 
@@ -51,42 +51,42 @@ pub struct LrFill {
     pub active_overflow: bool,
 }
 
-/// The `cap` smallest of a stream of (priority, INTID) keys, kept sorted, and how many were
-/// offered: the few interrupts that fit in the list registers, without sorting all of them.
-struct Best {
-    /// `priority << 16 | intid`: ordered by priority, then INTID (INTIDs stay below 1024).
-    keys: [u32; MAX_LRS],
-    len: usize,
-    cap: usize,
-    offered: usize,
+/// The sort key of an interrupt in list-register order, as `CpuState::slots` keeps it:
+/// priority first, then INTID (INTIDs stay below 1024).
+const fn slot_key(priority: u8, intid: u32) -> u32 {
+    (priority as u32) << 16 | intid
 }
 
-impl Best {
-    fn new(cap: usize) -> Self {
-        Best { keys: [0; MAX_LRS], len: 0, cap: cap.min(MAX_LRS), offered: 0 }
-    }
+/// The INTID of a [`slot_key`].
+const fn slot_intid(key: u32) -> u32 {
+    key & 0xffff
+}
 
-    fn offer(&mut self, priority: u8, intid: u32) {
-        self.offered += 1;
-        let key = u32::from(priority) << 16 | intid;
-        if self.len == self.cap {
-            match self.len.checked_sub(1) {
-                Some(last) if key < self.keys[last] => self.len = last,
-                _ => return,
-            }
+/// Offers `key` to `keys[..*len]`, which holds the smallest keys offered so far, sorted, at
+/// most `keys.len()` of them: the few interrupts that fit in the list registers, chosen
+/// without collecting and sorting all of them.
+fn keep_best(keys: &mut [u32], len: &mut usize, key: u32) {
+    if *len == keys.len() {
+        match keys.last() {
+            Some(&last) if key < last => *len -= 1,
+            _ => return,
         }
-        let mut i = self.len;
-        while i > 0 && self.keys[i - 1] > key {
-            self.keys[i] = self.keys[i - 1];
-            i -= 1;
-        }
-        self.keys[i] = key;
-        self.len += 1;
     }
+    let mut i = *len;
+    while i > 0 && keys[i - 1] > key {
+        keys[i] = keys[i - 1];
+        i -= 1;
+    }
+    keys[i] = key;
+    *len += 1;
+}
 
-    /// The INTIDs kept, best first.
-    fn intids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.keys[..self.len].iter().map(|k| k & 0xffff)
+/// Interrupt `intid` among a vCPU's `private` ones and the VM's `spis`.
+fn irq_in<'a>(private: &'a [Irq], spis: &'a [Irq], intid: u32) -> Option<&'a Irq> {
+    if intid < PRIVATE_COUNT {
+        private.get(intid as usize)
+    } else {
+        spis.get((intid - PRIVATE_COUNT) as usize)
     }
 }
 
@@ -139,8 +139,8 @@ impl State {
     /// and CPU interface enables, in ICH_VMCR_EL2 / GICH_VMCR, are not considered).
     pub fn has_deliverable(&self, vcpu: usize) -> bool {
         let loaded_pending = self.cpus.get(vcpu).is_some_and(|cpu| {
-            cpu.slots[..cpu.loaded].iter().any(|&intid| {
-                self.irq(vcpu, u32::from(intid)).and_then(|i| i.lr).is_some_and(|l| l.pending)
+            cpu.slots[..cpu.loaded].iter().any(|&key| {
+                self.irq(vcpu, slot_intid(key)).and_then(|i| i.lr).is_some_and(|l| l.pending)
             })
         });
         loaded_pending || self.index.any_ready(vcpu)
@@ -152,9 +152,8 @@ impl State {
     pub fn fold_lrs(&mut self, vcpu: usize, lrs: &[ListRegister]) {
         let Some(cpu) = self.cpus.get_mut(vcpu) else { return };
         let loaded = core::mem::take(&mut cpu.loaded);
-        let slots = cpu.slots;
-        for (i, &intid) in slots[..loaded].iter().enumerate() {
-            let intid = u32::from(intid);
+        for i in 0..loaded {
+            let intid = slot_intid(self.cpus[vcpu].slots[i]);
             let seen = lrs.get(i).filter(|lr| lr.vintid == intid).map(|lr| lr.state);
             self.unload(vcpu, intid, seen);
         }
@@ -200,42 +199,48 @@ impl State {
     /// next [`State::fold_lrs`]. If the previous contents were not folded, they are folded
     /// first as unchanged.
     pub fn fill_lrs(&mut self, vcpu: usize, lrs: &mut [ListRegister]) -> LrFill {
-        lrs.fill(ListRegister::INVALID);
         if vcpu >= self.cfg.nr_vcpus {
+            lrs.fill(ListRegister::INVALID);
             return LrFill::default();
         }
-        self.fold_lrs(vcpu, &[]);
+        if self.cpus[vcpu].loaded != 0 {
+            self.fold_lrs(vcpu, &[]);
+        }
         let n = lrs.len().min(MAX_LRS);
 
-        // Every interrupt active on this vCPU first, most urgent first.
-        let mut active = Best::new(n);
-        self.index.for_each_active(vcpu, |intid| {
-            if let Some(irq) = self.irq(vcpu, intid)
+        // The choice is made in the vCPU's slots, sorted: first every interrupt active on it,
+        // most urgent first, then the most urgent pending ones that fit.
+        let State { index, cpus, spis, .. } = self;
+        let CpuState { private, slots, .. } = &mut cpus[vcpu];
+        let (mut actives, mut offered) = (0, 0);
+        index.for_each_active(vcpu, |intid| {
+            if let Some(irq) = irq_in(private, spis, intid)
                 && (intid < PRIVATE_COUNT || irq.active_on.map(usize::from) == Some(vcpu))
             {
-                active.offer(irq.priority, intid);
+                offered += 1;
+                keep_best(&mut slots[..n], &mut actives, slot_key(irq.priority, intid));
             }
         });
-        let active_overflow = active.offered > n;
-
-        // Then the most urgent pending ones that fit.
-        let mut pending = Best::new(n - active.len);
-        self.index.for_each_ready(vcpu, |intid| {
-            if let Some(irq) = self.irq(vcpu, intid) {
-                pending.offer(irq.priority, intid);
+        let active_overflow = offered > n;
+        let (mut pendings, mut offered) = (0, 0);
+        index.for_each_ready(vcpu, |intid| {
+            if let Some(irq) = irq_in(private, spis, intid) {
+                offered += 1;
+                keep_best(&mut slots[actives..n], &mut pendings, slot_key(irq.priority, intid));
             }
         });
-        let more_pending = pending.offered > pending.cap;
+        let more_pending = offered > n - actives;
 
-        let loads = active.intids().map(|i| (i, true)).chain(pending.intids().map(|i| (i, false)));
         let mut used = 0;
-        for (intid, as_active) in loads {
-            if let Some(content) = self.load(vcpu, intid, as_active) {
+        for i in 0..actives + pendings {
+            let key = self.cpus[vcpu].slots[i];
+            if let Some(content) = self.load(vcpu, slot_intid(key), i < actives) {
                 lrs[used] = content;
-                self.cpus[vcpu].slots[used] = intid as u16;
+                self.cpus[vcpu].slots[used] = key;
                 used += 1;
             }
         }
+        lrs[used..].fill(ListRegister::INVALID);
         self.cpus[vcpu].loaded = used;
         LrFill { used, more_pending, active_overflow }
     }
@@ -303,20 +308,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn best_keeps_the_smallest_in_order() {
-        let mut b = Best::new(3);
-        for (prio, intid) in [(0x80, 40), (0x40, 41), (0x80, 33), (0xf8, 50), (0x00, 60), (0x40, 27)] {
-            b.offer(prio, intid);
+    fn keep_best_keeps_the_smallest_in_order() {
+        let mut keys = [0; 3];
+        let mut len = 0;
+        for (prio, intid) in [(0x80, 40), (0x40, 41), (0x80, 33), (0xf8, 50), (0x00, 60), (0x40, 27)]
+        {
+            keep_best(&mut keys, &mut len, slot_key(prio, intid));
         }
-        assert_eq!(b.intids().collect::<Vec<_>>(), [60, 27, 41]);
-        assert_eq!(b.offered, 6);
-        let mut none = Best::new(0);
-        none.offer(0, 1);
-        assert_eq!((none.len, none.offered), (0, 1));
-        let mut wide = Best::new(100);
+        assert_eq!(keys[..len].iter().map(|&k| slot_intid(k)).collect::<Vec<_>>(), [60, 27, 41]);
+        let mut len = 0;
+        keep_best(&mut [], &mut len, 1);
+        assert_eq!(len, 0);
+        let mut keys = [0; MAX_LRS];
         for intid in (32..64).rev() {
-            wide.offer(0x10, intid);
+            keep_best(&mut keys, &mut len, slot_key(0x10, intid));
         }
-        assert_eq!(wide.intids().collect::<Vec<_>>(), (32..48).collect::<Vec<_>>());
+        assert_eq!(keys.map(slot_intid), core::array::from_fn(|i| 32 + i as u32));
     }
 }

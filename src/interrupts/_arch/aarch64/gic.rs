@@ -302,3 +302,23 @@ pub fn set_ppi_active(intid: u32, active: bool) {
     // bit changes only that interrupt.
     unsafe { core::ptr::write_volatile((base + offset) as *mut u32, 1 << intid) };
 }
+
+/// Enables SPI `intid` and routes it to physical CPU `cpu` (a passthrough interrupt).
+pub fn enable_spi(intid: u32, cpu: usize) {
+    let Some(gic) = GIC.get() else { return };
+    let id = intid_from_raw(intid);
+    match &mut *gic.driver.lock() {
+        Driver::V2(g) => {
+            g.set_interrupt_priority(id, 0xa0);
+            let target = GICV2_TARGET[cpu].load(core::sync::atomic::Ordering::Relaxed).max(1);
+            // SAFETY: GICD_ITARGETSR<n>, one byte per INTID, of the mapped distributor.
+            unsafe { core::ptr::write_volatile((gic_v2_gicd_base() + 0x800 + intid as usize) as *mut u8, target) };
+            let _ = g.enable_interrupt(id, true);
+        }
+        Driver::V3(g) => {
+            let _ = g.set_interrupt_priority(id, None, 0xa0);
+            let _ = g.distributor().set_routing(id, Some(crate::cpu::mpidr_of(cpu) & 0xff_00ff_ffff));
+            let _ = g.enable_interrupt(id, None, true);
+        }
+    }
+}

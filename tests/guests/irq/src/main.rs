@@ -33,6 +33,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod active;
+mod passthrough;
 mod dispatch;
 mod priority;
 mod report;
@@ -49,7 +50,7 @@ use report::Tally;
 veil_guest_rt::guest!(name: "irq", main: main);
 
 /// Every test, by its `irq.test=` name.
-const TESTS: [&str; 6] = ["vtimer", "ptimer", "sgi", "priority", "active", "uart-rx"];
+const TESTS: [&str; 7] = ["vtimer", "ptimer", "sgi", "priority", "active", "uart-rx", "passthrough"];
 
 fn main(_dtb: usize) -> ! {
     let args = dtb::bootargs().unwrap_or("");
@@ -91,6 +92,7 @@ fn main(_dtb: usize) -> ! {
         "priority" => priority::run(&mut tally),
         "active" => active::run(&mut tally),
         "uart-rx" => uart::run(&mut tally),
+        "passthrough" => passthrough::run(&mut tally),
         _ => unreachable!("checked against TESTS"),
     }
     tally.finish()
