@@ -152,41 +152,19 @@ pub fn vcpu_enters(vcpu: &mut Vcpu) {
 
 /// Brings this CPU's list registers and the vCPU's vGIC state together: what the guest did
 /// with the loaded interrupts goes back into the model, then the most urgent pending ones go in.
+/// Only the list registers in use are read and written.
 pub fn sync_list_registers(vcpu: &mut Vcpu) {
     #[cfg(target_arch = "aarch64")]
     {
-        // Four is what QEMU and the Cortex-A cores have: a buffer that size is cheap to set up.
-        let n = vgic_hw::lr_count();
-        if n <= 4 { sync_lrs::<4>(vcpu, n) } else { sync_lrs::<{ vgic::MAX_LRS }>(vcpu, n) }
+        let vgic = &vcpu.vm.irq.vgic;
+        let fill = vgic.sync_lrs(vcpu.index, &mut vgic_hw::HwListRegisters::new(vgic.config().model));
+        // UIE: a maintenance interrupt once the list registers (nearly) drain, to load the
+        // interrupts that did not fit.
+        let hcr = vgic_hw::HCR_EN | if fill.more_pending { vgic_hw::HCR_UIE } else { 0 };
+        vgic_hw::write_hcr(hcr);
     }
     #[cfg(not(target_arch = "aarch64"))]
     let _ = vcpu;
-}
-
-/// [`sync_list_registers`] with room for `CAP` list registers (of the CPU's `n`): registers
-/// that read as zero are not decoded, and those whose value does not change are not written.
-#[cfg(target_arch = "aarch64")]
-fn sync_lrs<const CAP: usize>(vcpu: &mut Vcpu, n: usize) {
-    use vgic::ListRegister;
-    let n = n.min(CAP);
-    let v2 = vcpu.vm.irq.vgic.config().model == vgic::GicModel::V2;
-    let raw: [u64; CAP] = core::array::from_fn(|i| if i < n { vgic_hw::read_lr(i) } else { 0 });
-    let mut lrs: [ListRegister; CAP] = core::array::from_fn(|i| match raw[i] {
-        0 => ListRegister::INVALID,
-        r if v2 => ListRegister::decode_v2(r as u32),
-        r => ListRegister::decode_v3(r),
-    });
-    let fill = vcpu.vm.irq.vgic.refill_lrs(vcpu.index, &mut lrs[..n]);
-    for i in 0..n {
-        let value = if v2 { lrs[i].encode_v2() as u64 } else { lrs[i].encode_v3() };
-        if value != raw[i] {
-            vgic_hw::write_lr(i, value);
-        }
-    }
-    // UIE: a maintenance interrupt once the list registers (nearly) drain, to load the
-    // interrupts that did not fit.
-    let hcr = vgic_hw::HCR_EN | if fill.more_pending { vgic_hw::HCR_UIE } else { 0 };
-    vgic_hw::write_hcr(hcr);
 }
 
 /// Takes every pending physical interrupt of this CPU and hands each to its owner: kicks need

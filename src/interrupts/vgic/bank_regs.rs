@@ -134,58 +134,58 @@ impl State {
         let valid_cpus =
             (1u32.checked_shl(self.cfg.nr_vcpus as u32).unwrap_or(0)).wrapping_sub(1) as u8;
         let changed = self.update(acc.bank, intid, |irq| match field {
-                Field::Group => irq.group1 = set,
-                Field::SetEnable => irq.enabled = true,
-                Field::ClearEnable => irq.enabled = false,
-                // A GICv2 SGI is pended only through GICD_SGIR/SPENDSGIR, which name its sender;
-                // IHI 0048B makes its ISPENDR/ICPENDR bits WI.
-                Field::SetPending if v2_sgi => {}
-                Field::ClearPending if v2_sgi => {}
-                Field::SetPending => irq.latch = true,
-                Field::ClearPending => {
-                    irq.latch = false;
-                    if let Some(l) = irq.lr.as_mut()
-                        && l.pending
-                    {
-                        l.cancel_pending = true;
-                    }
-                }
-                // A hardware-mapped interrupt's active state is its physical twin's: that one is
-                // deactivated only by the guest's deactivation through a list register, so a
-                // guest-set or guest-cleared virtual active state would strand it. Both are WI.
-                Field::SetActive | Field::ClearActive if irq.hw.is_some() => {}
-                Field::SetActive => match irq.lr.as_mut() {
-                    Some(l) => l.active_override = Some(true),
-                    None => {
-                        irq.active = true;
-                        if intid >= PRIVATE_COUNT {
-                            irq.active_on = Some(acc.accessor as u16);
-                        }
-                        if v2_sgi {
-                            irq.active_source = acc.accessor as u8;
-                        }
-                    }
-                },
-                Field::ClearActive => match irq.lr.as_mut() {
-                    Some(l) => l.active_override = Some(false),
-                    None => {
-                        irq.active = false;
-                        irq.active_on = None;
-                    }
-                },
-                Field::Priority => irq.priority = v as u8 & PRIORITY_MASK,
-                // Private target bytes are read-only; bits for CPUs the VM lacks are RAZ/WI.
-                Field::Targets
-                    if model == GicModel::V2 && intid >= PRIVATE_COUNT && valid_cpus != 1 =>
+            Field::Group => irq.group1 = set,
+            Field::SetEnable => irq.enabled = true,
+            Field::ClearEnable => irq.enabled = false,
+            // A GICv2 SGI is pended only through GICD_SGIR/SPENDSGIR, which name its sender;
+            // IHI 0048B makes its ISPENDR/ICPENDR bits WI.
+            Field::SetPending if v2_sgi => {}
+            Field::ClearPending if v2_sgi => {}
+            Field::SetPending => irq.latch = true,
+            Field::ClearPending => {
+                irq.latch = false;
+                if let Some(l) = irq.lr.as_mut()
+                    && l.pending
                 {
-                    irq.targets = v as u8 & valid_cpus;
+                    l.cancel_pending = true;
                 }
-                Field::Targets => {}
-                // SGIs are always edge; PPIs are level (as KVM: the timers are level and Linux
-                // accepts a PPI whose configuration does not change).
-                Field::Config if intid >= PRIVATE_COUNT => irq.edge = v & 0b10 != 0,
-                Field::Config => {}
-            });
+            }
+            // A hardware-mapped interrupt's active state is its physical twin's: that one is
+            // deactivated only by the guest's deactivation through a list register, so a
+            // guest-set or guest-cleared virtual active state would strand it. Both are WI.
+            Field::SetActive | Field::ClearActive if irq.hw.is_some() => {}
+            Field::SetActive => match irq.lr.as_mut() {
+                Some(l) => l.active_override = Some(true),
+                None => {
+                    irq.active = true;
+                    if intid >= PRIVATE_COUNT {
+                        irq.active_on = Some(acc.accessor as u16);
+                    }
+                    if v2_sgi {
+                        irq.active_source = acc.accessor as u8;
+                    }
+                }
+            },
+            Field::ClearActive => match irq.lr.as_mut() {
+                Some(l) => l.active_override = Some(false),
+                None => {
+                    irq.active = false;
+                    irq.active_on = None;
+                }
+            },
+            Field::Priority => irq.priority = v as u8 & PRIORITY_MASK,
+            // Private target bytes are read-only; bits for CPUs the VM lacks are RAZ/WI.
+            Field::Targets
+                if model == GicModel::V2 && intid >= PRIVATE_COUNT && valid_cpus != 1 =>
+            {
+                irq.targets = v as u8 & valid_cpus;
+            }
+            Field::Targets => {}
+            // SGIs are always edge; PPIs are level (as KVM: the timers are level and Linux
+            // accepts a PPI whose configuration does not change).
+            Field::Config if intid >= PRIVATE_COUNT => irq.edge = v & 0b10 != 0,
+            Field::Config => {}
+        });
         if changed.is_some() {
             self.note_change(acc.bank, intid);
         }

@@ -97,6 +97,7 @@ impl IrqIndex {
     }
 
     /// Calls `f` with each INTID ready for `vcpu`, in increasing order.
+    #[inline]
     pub fn for_each_ready(&self, vcpu: usize, mut f: impl FnMut(u32)) {
         let Some(&private) = self.private_ready.get(vcpu) else { return };
         for_each_bit(u64::from(private), 0, &mut f);
@@ -115,6 +116,7 @@ impl IrqIndex {
 
     /// Calls `f` with each idle-active SGI and PPI of `vcpu` and each idle-active SPI (of
     /// whichever vCPU: the caller checks the owner), in increasing order.
+    #[inline]
     pub fn for_each_active(&self, vcpu: usize, mut f: impl FnMut(u32)) {
         let Some(&private) = self.private_active.get(vcpu) else { return };
         for_each_bit(u64::from(private), 0, &mut f);
@@ -132,12 +134,16 @@ fn spi_bit(intid: u32) -> (usize, u64) {
 
 fn assign<T>(word: &mut T, bit: T, on: bool)
 where
-    T: Copy + core::ops::BitOr<Output = T> + core::ops::BitAnd<Output = T> + core::ops::Not<Output = T>,
+    T: Copy
+        + core::ops::BitOr<Output = T>
+        + core::ops::BitAnd<Output = T>
+        + core::ops::Not<Output = T>,
 {
     *word = if on { *word | bit } else { *word & !bit };
 }
 
 /// `f(base + n)` for each set bit n of `bits`, lowest first.
+#[inline(always)]
 fn for_each_bit(mut bits: u64, base: u32, f: &mut impl FnMut(u32)) {
     while bits != 0 {
         f(base + bits.trailing_zeros());

@@ -160,7 +160,7 @@ pub struct CpuState {
 }
 
 /// Everything the VM's vGIC lock protects.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct State {
     pub cfg: VgicConfig,
     /// GICD_CTLR.EnableGrp0 / EnableGrp1.

@@ -6,7 +6,8 @@
 //! module is only their formats: [`ListRegister`] is the decoded, format-neutral content, with an
 //! encoder and a decoder for each. Which interrupts go into them, and what their state means
 //! once the guest has run, is the business of `super::lr_sync`. The integrator reads and writes
-//! the real registers and converts with these functions.
+//! the real registers and converts with these functions, behind [`ListRegisters`]: what
+//! `lr_sync` reads and writes, so that it touches only the registers it uses.
 
 /// The state field of a list register.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -76,6 +77,35 @@ pub struct ListRegister {
     pub source: u8,
     /// Without HW: ask for a maintenance interrupt when the guest deactivates this interrupt.
     pub eoi_maintenance: bool,
+}
+
+/// A CPU interface's list registers as the vGIC sees them: the hardware's (the integrator
+/// decodes and encodes on the way), or a plain slice of decoded ones.
+pub trait ListRegisters {
+    /// How many registers there are.
+    fn count(&self) -> usize;
+
+    /// Register `i`, or `None` if there is no such register.
+    fn read(&self, i: usize) -> Option<ListRegister>;
+
+    /// Sets register `i` (nothing if there is no such register).
+    fn write(&mut self, i: usize, lr: ListRegister);
+}
+
+impl ListRegisters for [ListRegister] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn read(&self, i: usize) -> Option<ListRegister> {
+        self.get(i).copied()
+    }
+
+    fn write(&mut self, i: usize, lr: ListRegister) {
+        if let Some(slot) = self.get_mut(i) {
+            *slot = lr;
+        }
+    }
 }
 
 /// GICH_LR fields (IHI 0048B, "GICH_LRn, List Registers").

@@ -1,7 +1,9 @@
 //! Delivery: what a vCPU should see next, and the list-register round trip around each run.
 //!
 //! After a vCPU exits, the integrator reads its list registers, decodes them and calls
-//! [`State::fold_lrs`]: each register's state is compared with what was loaded.
+//! [`State::fold_lrs`]: each register's state is compared with what was loaded. (Or it hands
+//! [`State::sync_lrs`] a [`ListRegisters`] that reads and writes the hardware, and only the
+//! registers in use are touched.)
 //! - Still pending: the guest has not taken it; the moved pending state returns to the model.
 //! - Pending became active: acknowledged; the interrupt stays active (and stays with this vCPU).
 //! - Pending or active became invalid: acknowledged and deactivated (for an edge interrupt,
@@ -24,7 +26,7 @@
 //! UNPREDICTABLE). Hardware-mapped registers have no EOI bit and need none.
 
 use super::irq_state::{CpuState, Irq, Loaded, MAX_LRS, PRIVATE_COUNT, State};
-use super::list_register::{ListRegister, LrState};
+use super::list_register::{ListRegister, ListRegisters, LrState};
 use alloc::vec::Vec;
 
 /// A pending interrupt a vCPU could be shown.
@@ -146,15 +148,15 @@ impl State {
         loaded_pending || self.index.any_ready(vcpu)
     }
 
-    /// Folds the list registers of `vcpu`, as decoded after it exited (`lrs[i]` is register
-    /// `i`), back into the model. A register missing from `lrs`, or holding another INTID than
-    /// was loaded, is taken as unchanged.
-    pub fn fold_lrs(&mut self, vcpu: usize, lrs: &[ListRegister]) {
+    /// Folds the list registers of `vcpu`, as decoded after it exited (register `i` is
+    /// `lrs.read(i)`; only those the last fill used are read), back into the model. A missing
+    /// register, or one holding another INTID than was loaded, is taken as unchanged.
+    pub fn fold_lrs(&mut self, vcpu: usize, lrs: &(impl ListRegisters + ?Sized)) {
         let Some(cpu) = self.cpus.get_mut(vcpu) else { return };
         let loaded = core::mem::take(&mut cpu.loaded);
         for i in 0..loaded {
             let intid = slot_intid(self.cpus[vcpu].slots[i]);
-            let seen = lrs.get(i).filter(|lr| lr.vintid == intid).map(|lr| lr.state);
+            let seen = lrs.read(i).filter(|lr| lr.vintid == intid).map(|lr| lr.state);
             self.unload(vcpu, intid, seen);
         }
     }
@@ -199,14 +201,35 @@ impl State {
     /// next [`State::fold_lrs`]. If the previous contents were not folded, they are folded
     /// first as unchanged.
     pub fn fill_lrs(&mut self, vcpu: usize, lrs: &mut [ListRegister]) -> LrFill {
+        lrs.fill(ListRegister::INVALID);
         if vcpu >= self.cfg.nr_vcpus {
-            lrs.fill(ListRegister::INVALID);
             return LrFill::default();
         }
         if self.cpus[vcpu].loaded != 0 {
-            self.fold_lrs(vcpu, &[]);
+            self.fold_lrs(vcpu, &[] as &[ListRegister]);
         }
-        let n = lrs.len().min(MAX_LRS);
+        self.load_lrs(vcpu, lrs)
+    }
+
+    /// An exit's whole round trip through `vcpu`'s list registers: [`State::fold_lrs`], then
+    /// the choice [`State::fill_lrs`] makes, touching only registers in use. The registers
+    /// this fill leaves empty are written only if the last fill used them: every other one is
+    /// taken to be invalid already (as the integrator leaves them when a vCPU is loaded).
+    pub fn sync_lrs(&mut self, vcpu: usize, lrs: &mut (impl ListRegisters + ?Sized)) -> LrFill {
+        let Some(cpu) = self.cpus.get(vcpu) else { return LrFill::default() };
+        let before = cpu.loaded;
+        self.fold_lrs(vcpu, lrs);
+        let fill = self.load_lrs(vcpu, lrs);
+        for i in fill.used..before {
+            lrs.write(i, ListRegister::INVALID);
+        }
+        fill
+    }
+
+    /// Chooses and loads the interrupts for `vcpu`'s registers, which are all folded, and
+    /// writes the registers that receive one (from the first on).
+    fn load_lrs(&mut self, vcpu: usize, lrs: &mut (impl ListRegisters + ?Sized)) -> LrFill {
+        let n = lrs.count().min(MAX_LRS);
 
         // The choice is made in the vCPU's slots, sorted: first every interrupt active on it,
         // most urgent first, then the most urgent pending ones that fit.
@@ -235,12 +258,11 @@ impl State {
         for i in 0..actives + pendings {
             let key = self.cpus[vcpu].slots[i];
             if let Some(content) = self.load(vcpu, slot_intid(key), i < actives) {
-                lrs[used] = content;
+                lrs.write(used, content);
                 self.cpus[vcpu].slots[used] = key;
                 used += 1;
             }
         }
-        lrs[used..].fill(ListRegister::INVALID);
         self.cpus[vcpu].loaded = used;
         LrFill { used, more_pending, active_overflow }
     }
@@ -311,7 +333,8 @@ mod tests {
     fn keep_best_keeps_the_smallest_in_order() {
         let mut keys = [0; 3];
         let mut len = 0;
-        for (prio, intid) in [(0x80, 40), (0x40, 41), (0x80, 33), (0xf8, 50), (0x00, 60), (0x40, 27)]
+        for (prio, intid) in
+            [(0x80, 40), (0x40, 41), (0x80, 33), (0xf8, 50), (0x00, 60), (0x40, 27)]
         {
             keep_best(&mut keys, &mut len, slot_key(prio, intid));
         }

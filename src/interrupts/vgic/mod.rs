@@ -27,7 +27,9 @@
 //!    refills), one blocked in WFI is woken. The current vCPU needs nothing: step 5 follows.
 //! 5. Before entering `v`: [`Vgic::fill_lrs`], encode, write the registers, and set
 //!    ICH_HCR_EL2.UIE / GICH_HCR.UIE if [`LrFill::more_pending`]. When nothing happens in
-//!    between (an interrupt exit), [`Vgic::refill_lrs`] does steps 2 and 5 under one lock.
+//!    between (an interrupt exit), [`Vgic::sync_lrs`] does steps 2 and 5 under one lock,
+//!    through a [`ListRegisters`] that decodes and encodes the hardware's registers, and
+//!    touches only the registers that are in use.
 //!
 //! # Locking
 //! One `spin::Mutex` per VM guards the whole state: distributor, redistributors, and each
@@ -54,7 +56,7 @@ mod tests;
 pub use distributor::{CurrentVcpu, GICD_WINDOW, VirtualGicd};
 pub use inject::InjectError;
 pub use irq_state::MAX_LRS;
-pub use list_register::{ListRegister, LrState};
+pub use list_register::{ListRegister, ListRegisters, LrState};
 pub use lr_sync::{LrFill, PendingIrq};
 pub use redistributor::{GICR_STRIDE, VirtualGicr};
 pub use sgi::SgiRegister;
@@ -232,12 +234,9 @@ impl Vgic {
         self.locked(|s| s.fill_lrs(vcpu, lrs))
     }
 
-    /// [`Vgic::fold_lrs`] then [`Vgic::fill_lrs`] on the same registers, under one lock: an
-    /// exit's whole list-register round trip.
-    pub fn refill_lrs(&self, vcpu: usize, lrs: &mut [ListRegister]) -> LrFill {
-        self.locked(|s| {
-            s.fold_lrs(vcpu, lrs);
-            s.fill_lrs(vcpu, lrs)
-        })
+    /// [`Vgic::fold_lrs`] then [`Vgic::fill_lrs`] under one lock, reading and writing only the
+    /// registers in use (see `State::sync_lrs`): an exit's whole list-register round trip.
+    pub fn sync_lrs(&self, vcpu: usize, lrs: &mut (impl ListRegisters + ?Sized)) -> LrFill {
+        self.locked(|s| s.sync_lrs(vcpu, lrs))
     }
 }

@@ -1026,3 +1026,195 @@ fn a_spi_is_never_in_two_vcpus_registers() {
         assert_eq!(all.len(), n, "{held:?}");
     }
 }
+
+// ---- the list-register round trip as the integrator drives it -------------------------
+
+/// List registers that count how often each one is read and written, standing in for the
+/// hardware's behind [`ListRegisters`].
+struct Counted {
+    regs: Vec<ListRegister>,
+    reads: Vec<core::cell::Cell<usize>>,
+    writes: Vec<usize>,
+}
+
+impl Counted {
+    fn new(n: usize) -> Self {
+        Counted { regs: lrs(n), reads: vec![Default::default(); n], writes: vec![0; n] }
+    }
+
+    /// (reads, writes) per register since the last call.
+    fn touched(&mut self) -> (Vec<usize>, Vec<usize>) {
+        let reads = self.reads.iter().map(|c| c.take()).collect();
+        (reads, core::mem::replace(&mut self.writes, vec![0; self.regs.len()]))
+    }
+}
+
+impl ListRegisters for Counted {
+    fn count(&self) -> usize {
+        self.regs.len()
+    }
+
+    fn read(&self, i: usize) -> Option<ListRegister> {
+        let lr = self.regs.get(i).copied()?;
+        self.reads[i].set(self.reads[i].get() + 1);
+        Some(lr)
+    }
+
+    fn write(&mut self, i: usize, lr: ListRegister) {
+        if let Some(slot) = self.regs.get_mut(i) {
+            *slot = lr;
+            self.writes[i] += 1;
+        }
+    }
+}
+
+#[test]
+fn sync_touches_only_the_registers_in_use() {
+    let g = v3_vm(1);
+    g.map_hw(27, 0, Some(27)).unwrap();
+    g.rw(sgi_base(0) + 0x100, 4, 1 << 27);
+    let mut hw = Counted::new(4);
+    // Nothing loaded, nothing pending: no register is read or written.
+    assert_eq!(g.sync_lrs(0, &mut hw), LrFill::default());
+    assert_eq!(hw.touched(), (vec![0; 4], vec![0; 4]));
+    // The timer fires: one register written.
+    g.set_level(27, 0, true).unwrap();
+    assert_eq!(g.sync_lrs(0, &mut hw).used, 1);
+    assert_eq!(hw.touched(), (vec![0; 4], vec![1, 0, 0, 0]));
+    assert_eq!(valid(&hw.regs), [(27, LrState::Pending)]);
+    // The guest takes it and deactivates it; the hardware deactivates the physical one, which
+    // fires again: only that register is read and rewritten.
+    ack(&mut hw.regs[0]);
+    eoi(&mut hw.regs[0]);
+    g.set_level(27, 0, false).unwrap();
+    g.set_level(27, 0, true).unwrap();
+    assert_eq!(g.sync_lrs(0, &mut hw).used, 1);
+    assert_eq!(hw.touched(), (vec![1, 0, 0, 0], vec![1, 0, 0, 0]));
+    assert_eq!(valid(&hw.regs), [(27, LrState::Pending)]);
+    // Three SPIs and the timer; then all handled: the registers in use are emptied once, and
+    // the fourth, never used, is never touched.
+    for intid in [40, 41, 42] {
+        enable_v3_spi(&g, intid, 0x80, 0);
+        g.raise_edge(intid, 0).unwrap();
+    }
+    assert_eq!(g.sync_lrs(0, &mut hw).used, 4);
+    assert_eq!(hw.touched(), (vec![1, 0, 0, 0], vec![1, 1, 1, 1]));
+    for lr in &mut hw.regs {
+        ack(lr);
+        eoi(lr);
+    }
+    g.set_level(27, 0, false).unwrap();
+    assert_eq!(g.sync_lrs(0, &mut hw).used, 0);
+    assert_eq!(hw.touched(), (vec![1; 4], vec![1; 4]));
+    assert!(valid(&hw.regs).is_empty());
+    g.raise_edge(40, 0).unwrap();
+    g.sync_lrs(0, &mut hw);
+    assert_eq!(hw.touched(), (vec![0; 4], vec![1, 0, 0, 0]));
+    // More registers than the vGIC fills: the rest are neither read nor written.
+    let mut wide = Counted::new(MAX_LRS + 4);
+    g.fold_lrs(0, &hw.regs);
+    g.sync_lrs(0, &mut wide);
+    assert_eq!(wide.touched().1.iter().sum::<usize>(), 1);
+}
+
+/// What a fill of `n` registers should load for `vcpu` (INTID and whether as active, in
+/// register order), whether pending interrupts are left over and whether active ones are:
+/// the definition, from a scan of every interrupt, for a vCPU whose registers are folded.
+fn expected_fill(s: &irq_state::State, vcpu: usize, n: usize) -> (Vec<(u32, bool)>, bool, bool) {
+    let private = (0..32).filter_map(|intid| Some((intid, s.irq(vcpu, intid)?)));
+    let shared = s.spis.iter().enumerate().map(|(i, irq)| (32 + i as u32, irq));
+    let mut active: Vec<(u8, u32)> = private
+        .filter(|(_, irq)| irq.active)
+        .chain(shared.filter(|(_, irq)| {
+            irq.active && irq.lr.is_none() && irq.active_on == Some(vcpu as u16)
+        }))
+        .map(|(intid, irq)| (irq.priority, intid))
+        .collect();
+    active.sort_unstable();
+    let active_overflow = active.len() > n;
+    active.truncate(n);
+    let pending = s.pending_by_scan(vcpu);
+    let free = n - active.len();
+    let loads = active
+        .iter()
+        .map(|&(_, intid)| (intid, true))
+        .chain(pending.iter().take(free).map(|p| (p.intid, false)))
+        .collect();
+    (loads, pending.len() > free, active_overflow)
+}
+
+#[test]
+fn fills_agree_with_a_full_scan() {
+    // Random guest and device traffic on every register that affects delivery; before each
+    // sync the expected choice is computed the slow way, and (through `Vgic`'s own checks) the
+    // delivery index is compared with a scan after every operation.
+    let mut rng = Lcg(7);
+    for (model, vcpus, n) in [(GicModel::V2, 3, 4), (GicModel::V3, 3, 4), (GicModel::V3, 2, 2)] {
+        let g = vgic(model, vcpus, 96);
+        let mut held: Vec<Vec<ListRegister>> = vec![lrs(n); vcpus];
+        let v3 = model == GicModel::V3;
+        for step in 0..20_000 {
+            let r = rng.next();
+            let v = (r % vcpus as u64) as usize;
+            let intid = (rng.next() % 128) as u32;
+            let bits = rng.next() & rng.next();
+            let word = u64::from(intid / 32) * 4;
+            // A private word of a GICv3 VM lives in the redistributor of vCPU `v`.
+            let bank_word = |g: &Vgic, base: u64, value: u64| match (v3, word) {
+                (true, 0) => g.rw(sgi_base(v) + base, 4, value),
+                _ => g.wr(v, base + word, 4, value),
+            };
+            match (r >> 8) % 16 {
+                0 => {
+                    let _ = g.raise_edge(intid, v);
+                }
+                1 | 2 => {
+                    let _ = g.set_level(intid, v, r & 1 << 40 != 0);
+                }
+                3 => bank_word(&g, ISENABLER, bits),
+                4 => bank_word(&g, ICENABLER, bits & rng.next()),
+                5 => bank_word(&g, ISPENDR, bits),
+                6 => bank_word(&g, ICPENDR, bits),
+                7 => bank_word(&g, ISACTIVER, bits & rng.next()),
+                8 => bank_word(&g, ICACTIVER, bits),
+                9 if v3 && intid < 32 => g.rw(sgi_base(v) + 0x400 + u64::from(intid), 1, r >> 50),
+                9 => g.wr(v, IPRIORITYR + u64::from(intid), 1, r >> 50),
+                10 if v3 => g.wr(v, 0x6000 + 8 * u64::from(intid), 8, bits & (1 << 31 | 3)),
+                10 => g.wr(v, ITARGETSR + u64::from(intid), 1, bits),
+                11 if step % 50 == 0 => g.wr(v, 0x0, 4, r >> 20),
+                12 if v3 => {
+                    let _ = g.write_icc_sgir(v, bits & (1 << 40 | 0xf << 24 | 0xffff), {
+                        if r & 1 << 41 != 0 { SgiRegister::Sgi1r } else { SgiRegister::Sgi0r }
+                    });
+                }
+                12 => g.wr(v, 0xf00, 4, bits & 0x03ff_000f),
+                13 if v3 => g.rw(sgi_base(v) + IGROUPR, 4, bits),
+                13 => g.wr(v, IGROUPR + word, 4, bits),
+                14 => g.wr(v, ICFGR + 8 + u64::from(intid % 64 / 16) * 4, 4, bits),
+                _ => {
+                    // vCPU `v` ran: the guest acknowledged or deactivated some interrupts.
+                    for lr in held[v].iter_mut() {
+                        match rng.next() % 3 {
+                            0 if lr.state.is_pending() && !lr.state.is_active() => ack(lr),
+                            1 if lr.state.is_active() => eoi(lr),
+                            _ => {}
+                        }
+                    }
+                    let mut folded = g.state.lock().clone();
+                    folded.fold_lrs(v, &held[v][..]);
+                    let expected = expected_fill(&folded, v, n);
+                    let fill = g.sync_lrs(v, &mut held[v][..]);
+                    let loaded: Vec<(u32, bool)> =
+                        held[v][..fill.used].iter().map(|l| (l.vintid, l.state.is_active())).collect();
+                    assert_eq!(
+                        (loaded, fill.more_pending, fill.active_overflow),
+                        expected,
+                        "step {step}: {:?}",
+                        held[v]
+                    );
+                    assert!(valid(&held[v][fill.used..]).is_empty());
+                }
+            }
+        }
+    }
+}

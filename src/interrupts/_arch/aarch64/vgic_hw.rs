@@ -5,6 +5,7 @@
 //! whole life: nothing is saved or restored on exits, only reset when a vCPU (re)starts.
 
 use crate::board::discovery::GicVersion;
+use crate::interrupts::vgic::{GicModel, ListRegister, ListRegisters, MAX_LRS};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -108,6 +109,40 @@ pub fn write_lr(n: usize, value: u64) {
         gich_write(GICH_LR0 + 4 * n, value as u32)
     } else {
         lr_dispatch!(n, write_ich_lr, value)
+    }
+}
+
+/// This CPU's list registers, decoded and encoded in the VM's format, for
+/// `vgic::Vgic::sync_lrs` (which reads and writes only the ones in use).
+pub struct HwListRegisters {
+    count: usize,
+    v2: bool,
+}
+
+impl HwListRegisters {
+    /// The registers of this CPU (at most `vgic::MAX_LRS`), in the GICv2 format or the GICv3 one.
+    pub fn new(model: GicModel) -> Self {
+        HwListRegisters { count: lr_count().min(MAX_LRS), v2: model == GicModel::V2 }
+    }
+}
+
+impl ListRegisters for HwListRegisters {
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn read(&self, i: usize) -> Option<ListRegister> {
+        if i >= self.count {
+            return None;
+        }
+        let raw = read_lr(i);
+        Some(if self.v2 { ListRegister::decode_v2(raw as u32) } else { ListRegister::decode_v3(raw) })
+    }
+
+    fn write(&mut self, i: usize, lr: ListRegister) {
+        if i < self.count {
+            write_lr(i, if self.v2 { u64::from(lr.encode_v2()) } else { lr.encode_v3() });
+        }
     }
 }
 
