@@ -66,7 +66,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     // 2. Veil's own map; then MMU and caches on.
     let image = layout::image();
     let mut devices = [Region::default(); 8];
-    let device_count = host_devices(platform, blob, &mut devices);
+    let device_count = host_devices(platform, &mut devices);
     let el2 = el2_map::El2Layout {
         ram: platform.memory.as_slice(),
         code: code_region(),
@@ -81,7 +81,6 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     unsafe {
         memory::mmu::enable(root)
     };
-    DTB.call_once(|| blob);
     let platform = board::set_platform(discovered);
     board::set_options(board::VeilOptions::parse(platform.bootargs));
 
@@ -120,7 +119,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     log::debug!("firmware SMCCC workarounds: {workarounds:?}");
 
     // 6. Interrupts, then the VMs, pinned to CPUs; then the CPUs that run them.
-    crate::interrupts::init(platform, host_uart_intid(blob));
+    crate::interrupts::init(platform, platform.uart.and_then(|u| u.intid));
     board::console::enable_input();
     crate::interrupts::init_this_cpu(0);
     create_vms(platform);
@@ -189,8 +188,8 @@ extern "C" fn boot_secondary(index: usize) -> ! {
     cpu::idle()
 }
 
-/// The host devices Veil itself maps: the console and the GIC's register windows.
-fn host_devices(platform: &Platform, dtb: &[u8], out: &mut [Region; 8]) -> usize {
+/// The host devices Veil itself maps: the console, the RTC and the GIC's register windows.
+fn host_devices(platform: &Platform, out: &mut [Region; 8]) -> usize {
     let mut n = 0;
     let mut add = |r: Option<Region>| {
         if let Some(r) = r {
@@ -201,7 +200,7 @@ fn host_devices(platform: &Platform, dtb: &[u8], out: &mut [Region; 8]) -> usize
         }
     };
     add(platform.uart.map(|u| Region { base: u.base, size: u.size }));
-    add(host_rtc(dtb));
+    add(platform.rtc);
     if let Some(gic) = &platform.gic {
         add(Some(gic.distributor));
         add(gic.cpu_interface);
@@ -309,10 +308,12 @@ fn create_vms(platform: &Platform) {
         ram: platform.memory.as_slice().to_vec(),
         own_devices: {
             let mut devices = [Region::default(); 8];
-            let n = host_devices(platform, DTB.get().copied().unwrap_or(&[]), &mut devices);
-            devices[..n].iter().copied().filter(|r| Some(r.base) != host_rtc_base()).collect()
+            let n = host_devices(platform, &mut devices);
+            // The RTC Veil only reads once at boot: a guest may have it.
+            let rtc = platform.rtc.map(|r| r.base);
+            devices[..n].iter().copied().filter(|r| Some(r.base) != rtc).collect()
         },
-        own_spis: host_uart_intid(DTB.get().copied().unwrap_or(&[])).into_iter().collect(),
+        own_spis: platform.uart.and_then(|u| u.intid).into_iter().collect(),
     };
     let specs: alloc::vec::Vec<_> = package.vms().collect();
     let counts: alloc::vec::Vec<usize> = specs.iter().map(|s| s.as_ref().map_or(0, |s| s.cpus as usize)).collect();
@@ -360,7 +361,7 @@ fn create_vms(platform: &Platform) {
 /// epoch, as they would on a board without one.
 fn host_wall_clock() -> (u64, u64) {
     let now = crate::timer::physical_count();
-    match DTB.get().and_then(|blob| host_rtc(blob)) {
+    match board::platform().rtc {
         Some(rtc) => {
             // RTCDR (offset 0) holds the current time in seconds.
             // SAFETY: the RTC's window comes from the DTB and is mapped as device memory.
@@ -370,45 +371,6 @@ fn host_wall_clock() -> (u64, u64) {
         None => (now, 0),
     }
 }
-
-/// The base of the host's RTC, which Veil only reads once at boot: a guest may have it.
-fn host_rtc_base() -> Option<u64> {
-    DTB.get().and_then(|blob| host_rtc(blob)).map(|r| r.base)
-}
-
-/// The host's PL031 RTC, if its DTB lists one at the top level (QEMU virt does; boards whose
-/// RTC sits behind a bus are not read).
-fn host_rtc(blob: &[u8]) -> Option<Region> {
-    let fdt = fdt::Fdt::new(blob).ok()?;
-    let node = fdt.find_compatible(&["arm,pl031"])?;
-    let reg = node.reg()?.next()?;
-    Some(Region { base: reg.starting_address as u64, size: reg.size.unwrap_or(0x1000) as u64 })
-}
-
-/// The host console UART's interrupt (an SPI) from the DTB, for console input.
-fn host_uart_intid(blob: &[u8]) -> Option<u32> {
-    let uart = board::platform().uart?;
-    let fdt = fdt::Fdt::new(blob).ok()?;
-    for node in fdt.all_nodes() {
-        let is_uart = node.compatible().is_some_and(|c| c.all().any(|c| c == "arm,pl011"))
-            && node.reg().and_then(|mut r| r.next()).is_some_and(|r| {
-                let base = r.starting_address as u64;
-                // The DTB's address may be a bus address (Pi 4): compare the page offset too.
-                base == uart.base || base & 0xff_ffff == uart.base & 0xff_ffff
-            });
-        if is_uart {
-            // <type number flags>: type 0 = SPI.
-            let cells = node.property("interrupts")?.value;
-            if cells.len() >= 8 && u32::from_be_bytes(cells[0..4].try_into().ok()?) == 0 {
-                return Some(32 + u32::from_be_bytes(cells[4..8].try_into().ok()?));
-            }
-        }
-    }
-    None
-}
-
-/// The host DTB, for the few lookups discovery does not cover.
-static DTB: spin::Once<&'static [u8]> = spin::Once::new();
 
 /// The host's ID register space, read once (see `vm::id_regs`).
 fn read_host_id_regs() -> [u64; vm::id_regs::ID_REG_COUNT] {

@@ -1,0 +1,415 @@
+//! The flattened device tree format, read in one pass: the header checks and a token walker over
+//! the structure block that validates as it goes.
+//!
+//! [`walk`] reads every token of the structure block once, in the grammar
+//! `BEGIN_NODE("") prop* node* END_NODE END` with `node = BEGIN_NODE(name) prop* node* END_NODE`,
+//! checking each offset, length and name against the blocks. It hands each node to a visitor as
+//! soon as the node's properties are known (at its first child, or its end), with the
+//! properties discovery asks about already sorted into a [`Props`] table by name. Discovery
+//! thus reads the whole tree in one walk, and the nodes it needs later (`/aliases`) are
+//! remembered as a [`Span`] of property tokens rather than searched for again.
+//!
+//! Property names are compared as bytes, once per distinct name: dtc, libfdt and QEMU store each
+//! name once in the strings block, so almost every property of a tree names a string already
+//! seen, and a small table indexed by the name's offset answers for it.
+
+use super::{FdtError, MAX_DEPTH};
+
+pub(super) const FDT_MAGIC: u32 = 0xd00d_feed;
+pub(super) const HEADER_SIZE: usize = 40;
+pub(super) const FDT_BEGIN_NODE: u32 = 1;
+pub(super) const FDT_END_NODE: u32 = 2;
+pub(super) const FDT_PROP: u32 = 3;
+pub(super) const FDT_NOP: u32 = 4;
+pub(super) const FDT_END: u32 = 9;
+
+/// A device tree whose header has been checked: its blocks lie inside it.
+pub(super) struct Tree<'a> {
+    /// The tree, cut to the header's `totalsize`.
+    pub blob: &'a [u8],
+    pub structs: &'a [u8],
+    pub strings: &'a [u8],
+    /// Offset of the `/memreserve/` list, checked to end inside the blob.
+    pub mem_rsvmap: usize,
+}
+
+impl<'a> Tree<'a> {
+    /// Checks the header: magic, version 17, and every block inside `totalsize`, which must be
+    /// inside `blob` (the blob may be longer: boot loaders round sizes up).
+    pub fn new(blob: &'a [u8]) -> Result<Self, FdtError> {
+        let header = |index: usize| be_u32_at(blob, index * 4).unwrap_or(0);
+        if blob.len() < HEADER_SIZE {
+            return Err(FdtError::TooShort { len: blob.len() });
+        }
+        if header(0) != FDT_MAGIC {
+            return Err(FdtError::BadMagic { found: header(0) });
+        }
+        let total_size = header(1) as usize;
+        if total_size > blob.len() {
+            return Err(FdtError::Truncated {
+                total_size,
+                available: blob.len(),
+            });
+        }
+        if total_size < HEADER_SIZE {
+            return Err(FdtError::BadLayout(
+                "its total size is smaller than the header",
+            ));
+        }
+        let (version, last_compatible) = (header(5), header(6));
+        // Version 16 lacks size_dt_struct, which the fdt crate relies on.
+        if version < 17 || last_compatible > 17 {
+            return Err(FdtError::UnsupportedVersion {
+                version,
+                last_compatible,
+            });
+        }
+        let blob = blob.get(..total_size).unwrap_or_default();
+        let block = |offset: u32, size: u32, what: &'static str| {
+            let start = offset as usize;
+            let end = start
+                .checked_add(size as usize)
+                .ok_or(FdtError::BadLayout(what))?;
+            blob.get(start..end).ok_or(FdtError::BadLayout(what))
+        };
+        let structs = block(
+            header(2),
+            header(9),
+            "the structure block lies outside the tree",
+        )?;
+        let strings = block(
+            header(3),
+            header(8),
+            "the strings block lies outside the tree",
+        )?;
+        if !header(2).is_multiple_of(4) {
+            return Err(FdtError::BadLayout(
+                "the structure block is not 4-byte aligned",
+            ));
+        }
+        let mem_rsvmap = header(4) as usize;
+        if mem_rsvmap < HEADER_SIZE || !mem_rsvmap.is_multiple_of(8) {
+            return Err(FdtError::BadLayout(
+                "the memory reservation block is misplaced",
+            ));
+        }
+        // The reservation list must end (an all-zero entry) inside the tree.
+        let terminated = (mem_rsvmap..total_size)
+            .step_by(16)
+            .map(|at| (be_u64_at(blob, at), be_u64_at(blob, at + 8)))
+            .take_while(|(a, s)| a.is_some() && s.is_some())
+            .any(|entry| entry == (Some(0), Some(0)));
+        if !terminated {
+            return Err(FdtError::BadLayout(
+                "the memory reservation list has no end",
+            ));
+        }
+        Ok(Self {
+            blob,
+            structs,
+            strings,
+            mem_rsvmap,
+        })
+    }
+
+    /// The value of the property called `name` among the tokens of `span`, which [`walk`] has
+    /// checked; the first one if there are several.
+    pub fn find(&self, span: Span, name: &str) -> Option<&'a [u8]> {
+        let mut at = span.start;
+        while at < span.end {
+            let len = be_u32_at(self.structs, at + 4)? as usize;
+            let name_at = be_u32_at(self.structs, at + 8)? as usize;
+            let value = self.structs.get(at + 12..(at + 12).checked_add(len)?)?;
+            let found = self.strings.get(name_at..)?;
+            if found.get(..name.len()) == Some(name.as_bytes()) && found.get(name.len()) == Some(&0)
+            {
+                return Some(value);
+            }
+            at = align4(at + 12 + len);
+        }
+        None
+    }
+}
+
+/// The properties discovery looks at, by name. `Other` is everything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Prop {
+    Other,
+    Status,
+    DeviceType,
+    Compatible,
+    Reg,
+    Ranges,
+    AddressCells,
+    SizeCells,
+    InterruptCells,
+    Interrupts,
+    ClockFrequency,
+    Method,
+    EnableMethod,
+    CpuReleaseAddr,
+    RedistributorRegions,
+    Model,
+    Bootargs,
+    InitrdStart,
+    InitrdEnd,
+    StdoutPath,
+    LinuxStdoutPath,
+}
+
+const PROP_KINDS: usize = Prop::LinuxStdoutPath as usize + 1;
+
+impl Prop {
+    const ALL: [Prop; PROP_KINDS] = [
+        Prop::Other,
+        Prop::Status,
+        Prop::DeviceType,
+        Prop::Compatible,
+        Prop::Reg,
+        Prop::Ranges,
+        Prop::AddressCells,
+        Prop::SizeCells,
+        Prop::InterruptCells,
+        Prop::Interrupts,
+        Prop::ClockFrequency,
+        Prop::Method,
+        Prop::EnableMethod,
+        Prop::CpuReleaseAddr,
+        Prop::RedistributorRegions,
+        Prop::Model,
+        Prop::Bootargs,
+        Prop::InitrdStart,
+        Prop::InitrdEnd,
+        Prop::StdoutPath,
+        Prop::LinuxStdoutPath,
+    ];
+
+    fn of(name: &[u8]) -> Prop {
+        match name {
+            b"status" => Prop::Status,
+            b"device_type" => Prop::DeviceType,
+            b"compatible" => Prop::Compatible,
+            b"reg" => Prop::Reg,
+            b"ranges" => Prop::Ranges,
+            b"#address-cells" => Prop::AddressCells,
+            b"#size-cells" => Prop::SizeCells,
+            b"#interrupt-cells" => Prop::InterruptCells,
+            b"interrupts" => Prop::Interrupts,
+            b"clock-frequency" => Prop::ClockFrequency,
+            b"method" => Prop::Method,
+            b"enable-method" => Prop::EnableMethod,
+            b"cpu-release-addr" => Prop::CpuReleaseAddr,
+            b"#redistributor-regions" => Prop::RedistributorRegions,
+            b"model" => Prop::Model,
+            b"bootargs" => Prop::Bootargs,
+            b"linux,initrd-start" => Prop::InitrdStart,
+            b"linux,initrd-end" => Prop::InitrdEnd,
+            b"stdout-path" => Prop::StdoutPath,
+            b"linux,stdout-path" => Prop::LinuxStdoutPath,
+            _ => Prop::Other,
+        }
+    }
+}
+
+/// One node's values of the properties in [`Prop`].
+#[derive(Clone, Copy, Default)]
+pub(super) struct Props<'a>([Option<&'a [u8]>; PROP_KINDS]);
+
+impl<'a> Props<'a> {
+    pub fn get(&self, prop: Prop) -> Option<&'a [u8]> {
+        self.0[prop as usize]
+    }
+}
+
+/// Where a node's property tokens are in the structure block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// A node as [`walk`] hands it over.
+pub(super) struct Node<'t, 'a> {
+    pub name: &'a str,
+    /// 1 for the root.
+    pub depth: usize,
+    pub props: &'t Props<'a>,
+    pub span: Span,
+}
+
+/// Strings-block offsets below this are remembered once their name is known; above it (no real
+/// tree has a strings block this large) each property is checked and sorted afresh.
+const NAME_TABLE: usize = 2048;
+
+/// What the name at each strings-block offset is: 0 = not seen yet, else its [`Prop`] plus 1.
+struct Names<'a> {
+    strings: &'a [u8],
+    seen: [u8; NAME_TABLE],
+}
+
+impl<'a> Names<'a> {
+    /// The [`Prop`] the name at `offset` is; `Err` with the problem if it is not a name.
+    fn prop(&mut self, offset: usize) -> Result<Prop, &'static str> {
+        if let Some(&known) = self.seen.get(offset)
+            && known != 0
+        {
+            return Ok(Prop::ALL[(known - 1) as usize]);
+        }
+        let name = self
+            .strings
+            .get(offset..)
+            .and_then(c_string)
+            .ok_or("a property name lies outside the strings block")?;
+        core::str::from_utf8(name).map_err(|_| "a property name is not text")?;
+        let prop = Prop::of(name);
+        if let Some(slot) = self.seen.get_mut(offset) {
+            *slot = prop as u8 + 1;
+        }
+        Ok(prop)
+    }
+}
+
+/// Walks the structure block once, checking it, and calls `visit` with every node in tree
+/// order (a node before its children), each once its properties are known. The visitor may
+/// have been called for the nodes before an error; the error is what counts.
+pub(super) fn walk<'a>(
+    tree: &Tree<'a>,
+    visit: &mut impl FnMut(&Node<'_, 'a>),
+) -> Result<(), FdtError> {
+    let structs = tree.structs;
+    let bad = |offset: usize, problem: &'static str| FdtError::BadStructure { offset, problem };
+    let mut names = Names {
+        strings: tree.strings,
+        seen: [0; NAME_TABLE],
+    };
+    let mut at = 0usize;
+    let mut depth = 0usize;
+    // Properties may follow a node's name but not its first child.
+    let mut props_allowed = false;
+    // The node whose properties are being read, not yet handed to `visit`.
+    let mut name = "";
+    let mut props = Props::default();
+    let mut span_start = 0;
+    let mut pending = false;
+    loop {
+        let token = be_u32_at(structs, at).ok_or(bad(at, "it ends before the tree is closed"))?;
+        match token {
+            FDT_BEGIN_NODE => {
+                if pending {
+                    let span = Span {
+                        start: span_start,
+                        end: at,
+                    };
+                    visit(&Node {
+                        name,
+                        depth,
+                        props: &props,
+                        span,
+                    });
+                }
+                let name_at = at + 4;
+                let found = c_string(structs.get(name_at..).unwrap_or(&[]))
+                    .ok_or(bad(name_at, "a node name is not terminated"))?;
+                let found = core::str::from_utf8(found)
+                    .map_err(|_| bad(name_at, "a node name is not text"))?;
+                if (depth == 0) != found.is_empty() {
+                    return Err(bad(name_at, "only the root node may have an empty name"));
+                }
+                if depth == 0 && at != 0 {
+                    return Err(bad(at, "there is more than one root node"));
+                }
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(FdtError::TooDeep);
+                }
+                props_allowed = true;
+                at = align4(name_at + found.len() + 1);
+                name = found;
+                props = Props::default();
+                span_start = at;
+                pending = true;
+            }
+            FDT_PROP => {
+                if !props_allowed {
+                    return Err(bad(
+                        at,
+                        "a property comes after a child node or outside any node",
+                    ));
+                }
+                let len =
+                    be_u32_at(structs, at + 4).ok_or(bad(at, "a property header is cut short"))?;
+                let name_offset =
+                    be_u32_at(structs, at + 8).ok_or(bad(at, "a property header is cut short"))?;
+                let value_start = at + 12;
+                let value_end = value_start
+                    .checked_add(len as usize)
+                    .filter(|&end| end <= structs.len())
+                    .ok_or(bad(at, "a property value runs past the structure block"))?;
+                let prop = names
+                    .prop(name_offset as usize)
+                    .map_err(|problem| bad(at, problem))?;
+                // A repeated name (dtc refuses those) counts once, the first, as in libfdt.
+                let slot = &mut props.0[prop as usize];
+                if slot.is_none() {
+                    *slot = structs.get(value_start..value_end);
+                }
+                at = align4(value_end);
+            }
+            FDT_END_NODE => {
+                if pending {
+                    let span = Span {
+                        start: span_start,
+                        end: at,
+                    };
+                    visit(&Node {
+                        name,
+                        depth,
+                        props: &props,
+                        span,
+                    });
+                }
+                pending = false;
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or(bad(at, "a node ends that never began"))?;
+                props_allowed = false;
+                at += 4;
+                if depth == 0 {
+                    return match be_u32_at(structs, at) {
+                        Some(FDT_END) => Ok(()),
+                        _ => Err(bad(at, "the root node is not followed by the end marker")),
+                    };
+                }
+            }
+            FDT_NOP => {
+                return Err(bad(
+                    at,
+                    "it contains NOP tokens, which Veil does not accept",
+                ));
+            }
+            FDT_END => return Err(bad(at, "it ends before the tree is closed")),
+            _ => return Err(bad(at, "an unknown token")),
+        }
+    }
+}
+
+/// The bytes before the first NUL, if there is one.
+pub(super) fn c_string(bytes: &[u8]) -> Option<&[u8]> {
+    let end = bytes.iter().position(|&b| b == 0)?;
+    bytes.get(..end)
+}
+
+fn align4(n: usize) -> usize {
+    n.saturating_add(3) & !3
+}
+
+pub(super) fn be_u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes(b.try_into().ok()?))
+}
+
+pub(super) fn be_u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
