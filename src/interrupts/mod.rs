@@ -115,16 +115,11 @@ pub struct VcpuGicState {
 pub fn vcpu_leaves(vcpu: &mut Vcpu) {
     #[cfg(target_arch = "aarch64")]
     {
-        use vgic::ListRegister;
-        let n = vgic_hw::lr_count().min(16);
-        let v2 = vcpu.vm.irq.vgic.config().model == vgic::GicModel::V2;
-        let mut lrs = [ListRegister::INVALID; 16];
-        for (i, lr) in lrs[..n].iter_mut().enumerate() {
-            let raw = vgic_hw::read_lr(i);
-            *lr = if v2 { ListRegister::decode_v2(raw as u32) } else { ListRegister::decode_v3(raw) };
+        let vgic = &vcpu.vm.irq.vgic;
+        vgic.fold_lrs_from(vcpu.index, &vgic_hw::HwListRegisters::new(vgic.config().model));
+        for i in 0..vgic_hw::lr_count() {
             vgic_hw::write_lr(i, 0);
         }
-        vcpu.vm.irq.vgic.fold_lrs(vcpu.index, &lrs[..n]);
         let (vmcr, apr0, apr1) = vgic_hw::save_interface();
         vcpu.gic = VcpuGicState { vmcr, apr0, apr1, vtimer_active: gic::ppi_active(VIRT_TIMER_INTID) };
         gic::set_ppi_active(VIRT_TIMER_INTID, false);

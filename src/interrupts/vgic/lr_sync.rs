@@ -151,6 +151,7 @@ impl State {
     /// Folds the list registers of `vcpu`, as decoded after it exited (register `i` is
     /// `lrs.read(i)`; only those the last fill used are read), back into the model. A missing
     /// register, or one holding another INTID than was loaded, is taken as unchanged.
+    #[inline(always)]
     pub fn fold_lrs(&mut self, vcpu: usize, lrs: &(impl ListRegisters + ?Sized)) {
         let Some(cpu) = self.cpus.get_mut(vcpu) else { return };
         let loaded = core::mem::take(&mut cpu.loaded);
@@ -161,6 +162,8 @@ impl State {
         }
     }
 
+    // Kept out of line: inlined, its setup is hoisted ahead of every fold, even an empty one.
+    #[inline(never)]
     fn unload(&mut self, vcpu: usize, intid: u32, seen: Option<LrState>) {
         let v2_sgi = self.is_v2_sgi(intid);
         self.update(vcpu, intid, |irq| {

@@ -226,6 +226,11 @@ impl Vgic {
 
     /// After `vcpu` exited: folds its decoded list registers back into the model.
     pub fn fold_lrs(&self, vcpu: usize, lrs: &[ListRegister]) {
+        self.fold_lrs_from(vcpu, lrs)
+    }
+
+    /// [`Vgic::fold_lrs`], reading only the registers the last fill used.
+    pub fn fold_lrs_from(&self, vcpu: usize, lrs: &(impl ListRegisters + ?Sized)) {
         self.locked(|s| s.fold_lrs(vcpu, lrs))
     }
 

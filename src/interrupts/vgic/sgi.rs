@@ -63,14 +63,16 @@ pub fn decode_icc_sgi1r(value: u64, sender: usize, cfg: &VgicConfig) -> (u32, Vc
     let aff2 = (value >> sgi1r::AFF2_SHIFT) & 0xff;
     let aff3 = (value >> sgi1r::AFF3_SHIFT) & 0xff;
     let rs = (value >> sgi1r::RS_SHIFT) & 0xf;
-    let list = value & sgi1r::TARGET_LIST_MASK;
-    let targets = (0..16u64)
-        .filter(|bit| list & (1 << bit) != 0)
-        .filter_map(|bit| {
-            let aff0 = rs * 16 + bit;
-            cfg.vcpu_of_affinity(aff3 << 32 | aff2 << 16 | aff1 << 8 | aff0)
-        })
-        .collect();
+    let mut list = value & sgi1r::TARGET_LIST_MASK;
+    let mut targets = VcpuSet::empty();
+    // Only the bits that are set (usually one): this runs on every trapped SGI.
+    while list != 0 {
+        let aff0 = rs * 16 + u64::from(list.trailing_zeros());
+        list &= list - 1;
+        if let Some(v) = cfg.vcpu_of_affinity(aff3 << 32 | aff2 << 16 | aff1 << 8 | aff0) {
+            targets.insert(v);
+        }
+    }
     (intid, targets)
 }
 

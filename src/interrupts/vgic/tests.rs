@@ -1204,8 +1204,10 @@ fn fills_agree_with_a_full_scan() {
                     folded.fold_lrs(v, &held[v][..]);
                     let expected = expected_fill(&folded, v, n);
                     let fill = g.sync_lrs(v, &mut held[v][..]);
-                    let loaded: Vec<(u32, bool)> =
-                        held[v][..fill.used].iter().map(|l| (l.vintid, l.state.is_active())).collect();
+                    let loaded: Vec<(u32, bool)> = held[v][..fill.used]
+                        .iter()
+                        .map(|l| (l.vintid, l.state.is_active()))
+                        .collect();
                     assert_eq!(
                         (loaded, fill.more_pending, fill.active_overflow),
                         expected,

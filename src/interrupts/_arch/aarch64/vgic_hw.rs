@@ -127,10 +127,12 @@ impl HwListRegisters {
 }
 
 impl ListRegisters for HwListRegisters {
+    #[inline]
     fn count(&self) -> usize {
         self.count
     }
 
+    #[inline]
     fn read(&self, i: usize) -> Option<ListRegister> {
         if i >= self.count {
             return None;
@@ -139,6 +141,7 @@ impl ListRegisters for HwListRegisters {
         Some(if self.v2 { ListRegister::decode_v2(raw as u32) } else { ListRegister::decode_v3(raw) })
     }
 
+    #[inline]
     fn write(&mut self, i: usize, lr: ListRegister) {
         if i < self.count {
             write_lr(i, if self.v2 { u64::from(lr.encode_v2()) } else { lr.encode_v3() });
