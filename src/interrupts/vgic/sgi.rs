@@ -37,7 +37,7 @@ pub fn decode_gicd_sgir(value: u32, sender: usize, nr_vcpus: usize) -> Option<(u
     let targets = match (value >> sgir::FILTER_SHIFT) & 0b11 {
         0b00 => {
             let list = (value >> sgir::TARGET_LIST_SHIFT) & 0xff;
-            all.iter().filter(|cpu| list & (1 << cpu) != 0).collect()
+            VcpuSet::from_bits(u128::from(list)).intersection(all)
         }
         0b01 => {
             let mut others = all;

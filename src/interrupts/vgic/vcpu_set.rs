@@ -57,6 +57,15 @@ impl VcpuSet {
         VcpuSet(self.0 | other.0)
     }
 
+    pub const fn intersection(self, other: Self) -> Self {
+        VcpuSet(self.0 & other.0)
+    }
+
+    /// The set whose members are the set bits of `bits` (bit n: vCPU n).
+    pub const fn from_bits(bits: u128) -> Self {
+        VcpuSet(bits)
+    }
+
     /// The lowest index in the set.
     pub const fn lowest(&self) -> Option<usize> {
         if self.0 == 0 { None } else { Some(self.0.trailing_zeros() as usize) }
@@ -114,6 +123,7 @@ mod tests {
         assert_eq!(VcpuSet::first(200).len(), 128);
         assert_eq!(VcpuSet::first(0), VcpuSet::empty());
         assert_eq!(VcpuSet::single(3).union(VcpuSet::single(1)), [1, 3].into_iter().collect());
+        assert_eq!(VcpuSet::from_bits(0b1011).intersection(VcpuSet::first(3)), VcpuSet::from_bits(3));
         assert_eq!(alloc::format!("{:?}", VcpuSet::single(2)), "{2}");
     }
 }
