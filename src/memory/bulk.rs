@@ -33,6 +33,17 @@ pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
     }
 }
 
+/// Copies `src` into `dst`, which must be as long: [`copy`] for Veil's own memory.
+///
+/// Only once the MMU is on (Veil's memory is then Normal), which is all of Veil's life after
+/// the first steps of boot.
+pub fn copy_slice(dst: &mut [u8], src: &[u8]) {
+    assert_eq!(dst.len(), src.len(), "copy_slice between slices of different lengths");
+    // SAFETY: both slices are live for their length and cannot overlap (`dst` is borrowed
+    // mutably); they are Normal memory as the caller is told above.
+    unsafe { copy(dst.as_mut_ptr(), src.as_ptr(), src.len()) }
+}
+
 /// Writes `len` zero bytes from `dst`.
 ///
 /// # Safety

@@ -6,15 +6,15 @@
 //! emulate (ITS, GICv2m, PCIe, flash, fw-cfg, PL061, PMU) are left out: a node for them would
 //! send the guest's driver into memory that faults.
 //!
-//! The result is a plain DTB (version 17) built with `vm-fdt`; `build` checks its inputs, so a
-//! DTB it returns is one `dtc` accepts without warnings.
+//! The result is a plain DTB (version 17) written by the small [`writer`] beside this file;
+//! `build` checks its inputs, so a DTB it returns is one `dtc` accepts without warnings.
 
-use alloc::format;
-use alloc::string::String;
+mod writer;
+
 use alloc::vec::Vec;
 use core::fmt;
 
-use vm_fdt::FdtWriter;
+use writer::{Name, Writer};
 
 use super::virtual_board::{
     APB_PCLK_HZ, GICC_BASE, GICC_SIZE, GICD_BASE, GICD_SIZE, GICR_BASE, GICV2_MAX_VCPUS,
@@ -74,8 +74,6 @@ pub enum GuestDtbError {
     },
     /// `bootargs` contains a NUL byte, which cannot be stored in a DTB string.
     BootargsContainNul,
-    /// The DTB writer refused something (a bug in this module, not in the input).
-    Fdt(vm_fdt::Error),
 }
 
 impl fmt::Display for GuestDtbError {
@@ -97,14 +95,7 @@ impl fmt::Display for GuestDtbError {
                 write!(f, "initrd {start:#x}..{end:#x} is not inside guest RAM")
             }
             Self::BootargsContainNul => write!(f, "bootargs contain a NUL byte"),
-            Self::Fdt(e) => write!(f, "DTB writer: {e}"),
         }
-    }
-}
-
-impl From<vm_fdt::Error> for GuestDtbError {
-    fn from(e: vm_fdt::Error) -> Self {
-        Self::Fdt(e)
     }
 }
 
@@ -126,11 +117,11 @@ const APB_PCLK_PHANDLE: u32 = 2;
 
 /// PSCI 0.1 function IDs as QEMU lists them. Linux ignores them when `compatible` names
 /// PSCI 0.2 or later, but a PSCI 0.1-only guest needs them.
-const PSCI_0_1_FUNCTIONS: [(&str, u32); 4] = [
-    ("cpu_suspend", 0xc400_0001),
-    ("cpu_off", 0x8400_0002),
-    ("cpu_on", 0xc400_0003),
-    ("migrate", 0xc400_0005),
+const PSCI_0_1_FUNCTIONS: [(Name, u32); 4] = [
+    (Name::CpuSuspend, 0xc400_0001),
+    (Name::CpuOff, 0x8400_0002),
+    (Name::CpuOn, 0xc400_0003),
+    (Name::Migrate, 0xc400_0005),
 ];
 
 /// Builds the DTB for one guest.
@@ -150,54 +141,51 @@ pub fn build(cfg: &GuestDtbConfig) -> Result<Vec<u8>, GuestDtbError> {
         return Err(GuestDtbError::BootargsContainNul);
     }
 
-    let mut fdt = FdtWriter::new()?;
-    // Only Aff2..Aff0 fit the header field; Linux does not rely on it on arm64 anyway.
-    let boot_cpu = cpu_regs.first().copied().unwrap_or(0);
-    fdt.set_boot_cpuid_phys((boot_cpu & 0xff_ffff) as u32);
-
-    let root = fdt.begin_node("")?;
-    fdt.property_u32("interrupt-parent", GIC_PHANDLE)?;
+    // About 1,500 words for one vCPU and no bootargs; each vCPU adds 20.
+    let words = 1600 + 20 * cpu_regs.len() + cfg.bootargs.len() / 4;
+    let mut fdt = Writer::with_capacity(words);
+    fdt.begin_node("");
+    fdt.u32(Name::InterruptParent, GIC_PHANDLE);
     // Guest RAM is ordinary cacheable memory and Veil's emulated devices see it coherently.
-    fdt.property_null("dma-coherent")?;
-    fdt.property_string("model", "linux,dummy-virt")?;
-    fdt.property_u32("#size-cells", 2)?;
-    fdt.property_u32("#address-cells", 2)?;
-    fdt.property_string("compatible", "linux,dummy-virt")?;
+    fdt.null(Name::DmaCoherent);
+    fdt.string(Name::Model, "linux,dummy-virt");
+    fdt.u32(Name::SizeCells, 2);
+    fdt.u32(Name::AddressCells, 2);
+    fdt.string(Name::Compatible, "linux,dummy-virt");
 
-    write_psci(&mut fdt)?;
-    write_memory(&mut fdt, cfg.ram_size)?;
-    write_cpus(&mut fdt, &cpu_regs)?;
-    write_timer(&mut fdt, cfg.gic, cpu_regs.len())?;
+    write_psci(&mut fdt);
+    write_memory(&mut fdt, cfg.ram_size);
+    write_cpus(&mut fdt, &cpu_regs);
+    write_timer(&mut fdt, cfg.gic, cpu_regs.len());
     write_gic(&mut fdt, cfg.gic, cpu_regs.len())?;
-    write_apb_pclk(&mut fdt)?;
-    write_pl011(&mut fdt)?;
-    write_pl031(&mut fdt)?;
-    write_virtio_mmio(&mut fdt)?;
+    write_apb_pclk(&mut fdt);
+    write_pl011(&mut fdt);
+    write_pl031(&mut fdt);
+    write_virtio_mmio(&mut fdt);
 
-    let uart = pl011_node_path();
-    let aliases = fdt.begin_node("aliases")?;
-    fdt.property_string("serial0", &uart)?;
-    fdt.end_node(aliases)?;
+    // "/pl011@9000000", which `/chosen/stdout-path` and `/aliases/serial0` name.
+    let mut digits = [0; 16];
+    let uart: [&[u8]; 2] = [b"/pl011@", writer::hex(PL011_BASE, &mut digits)];
+    fdt.begin_node("aliases");
+    fdt.string_of(Name::Serial0, &uart);
+    fdt.end_node();
 
-    let chosen = fdt.begin_node("chosen")?;
+    fdt.begin_node("chosen");
     if !cfg.bootargs.is_empty() {
-        fdt.property_string("bootargs", cfg.bootargs)?;
+        fdt.string(Name::Bootargs, cfg.bootargs);
     }
-    fdt.property_string("stdout-path", &uart)?;
+    fdt.string_of(Name::StdoutPath, &uart);
     if let Some((start, end)) = cfg.initrd {
         // Two cells each, following the root's #address-cells, as QEMU writes them.
-        fdt.property_u64("linux,initrd-start", start)?;
-        fdt.property_u64("linux,initrd-end", end)?;
+        fdt.u64(Name::InitrdStart, start);
+        fdt.u64(Name::InitrdEnd, end);
     }
-    fdt.end_node(chosen)?;
+    fdt.end_node();
 
-    fdt.end_node(root)?;
-    Ok(fdt.finish()?)
-}
-
-/// Path of the PL011 node, which `/chosen/stdout-path` and `/aliases/serial0` name.
-pub fn pl011_node_path() -> String {
-    format!("/pl011@{PL011_BASE:x}")
+    fdt.end_node();
+    // Only Aff2..Aff0 fit the header field; Linux does not rely on it on arm64 anyway.
+    let boot_cpu = cpu_regs.first().copied().unwrap_or(0);
+    Ok(fdt.finish((boot_cpu & 0xff_ffff) as u32))
 }
 
 /// Returns the end of guest RAM.
@@ -233,59 +221,50 @@ fn cpu_regs(mpidrs: &[u64], gic: GicModel) -> Result<Vec<u64>, GuestDtbError> {
     Ok(regs)
 }
 
-fn string_list(fdt: &mut FdtWriter, name: &str, values: &[&str]) -> Result<(), GuestDtbError> {
-    fdt.property_string_list(name, values.iter().map(|s| String::from(*s)).collect())?;
-    Ok(())
-}
-
-fn write_psci(fdt: &mut FdtWriter) -> Result<(), GuestDtbError> {
-    let psci = fdt.begin_node("psci")?;
+fn write_psci(fdt: &mut Writer) {
+    fdt.begin_node("psci");
     for (name, id) in PSCI_0_1_FUNCTIONS {
-        fdt.property_u32(name, id)?;
+        fdt.u32(name, id);
     }
     // Veil answers PSCI itself at EL2; a guest's SMC would go to the host's firmware.
-    fdt.property_string("method", "hvc")?;
-    string_list(
-        fdt,
-        "compatible",
+    fdt.string(Name::Method, "hvc");
+    fdt.strings_list(
+        Name::Compatible,
         &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"],
-    )?;
-    fdt.end_node(psci)?;
-    Ok(())
+    );
+    fdt.end_node();
 }
 
-fn write_memory(fdt: &mut FdtWriter, ram_size: u64) -> Result<(), GuestDtbError> {
-    let memory = fdt.begin_node(&format!("memory@{RAM_BASE:x}"))?;
-    fdt.property_array_u64("reg", &[RAM_BASE, ram_size])?;
-    fdt.property_string("device_type", "memory")?;
-    fdt.end_node(memory)?;
-    Ok(())
+fn write_memory(fdt: &mut Writer, ram_size: u64) {
+    fdt.begin_node_at("memory", RAM_BASE);
+    fdt.u64s(Name::Reg, &[RAM_BASE, ram_size]);
+    fdt.string(Name::DeviceType, "memory");
+    fdt.end_node();
 }
 
-fn write_cpus(fdt: &mut FdtWriter, regs: &[u64]) -> Result<(), GuestDtbError> {
+fn write_cpus(fdt: &mut Writer, regs: &[u64]) {
     // One address cell is enough, and what QEMU uses, until some vCPU has a non-zero Aff3.
     let two_cells = regs.iter().any(|r| r >> 32 != 0);
-    let cpus = fdt.begin_node("cpus")?;
-    fdt.property_u32("#size-cells", 0)?;
-    fdt.property_u32("#address-cells", if two_cells { 2 } else { 1 })?;
+    fdt.begin_node("cpus");
+    fdt.u32(Name::SizeCells, 0);
+    fdt.u32(Name::AddressCells, if two_cells { 2 } else { 1 });
     for &reg in regs {
-        let cpu = fdt.begin_node(&format!("cpu@{reg:x}"))?;
+        fdt.begin_node_at("cpu", reg);
         if two_cells {
-            fdt.property_u64("reg", reg)?;
+            fdt.u64(Name::Reg, reg);
         } else {
-            fdt.property_u32("reg", reg as u32)?;
+            fdt.u32(Name::Reg, reg as u32);
         }
-        fdt.property_string("enable-method", "psci")?;
+        fdt.string(Name::EnableMethod, "psci");
         // The generic binding value: the vCPU is whatever the host core is, less what Veil hides.
-        fdt.property_string("compatible", "arm,arm-v8")?;
-        fdt.property_string("device_type", "cpu")?;
-        fdt.end_node(cpu)?;
+        fdt.string(Name::Compatible, "arm,arm-v8");
+        fdt.string(Name::DeviceType, "cpu");
+        fdt.end_node();
     }
-    fdt.end_node(cpus)?;
-    Ok(())
+    fdt.end_node();
 }
 
-fn write_timer(fdt: &mut FdtWriter, gic: GicModel, nr_vcpus: usize) -> Result<(), GuestDtbError> {
+fn write_timer(fdt: &mut Writer, gic: GicModel, nr_vcpus: usize) {
     // QEMU describes the timer PPIs as level-high; under GICv2 the flags cell also carries the
     // mask of CPU interfaces the PPI is wired to (all of them).
     let flags = match gic {
@@ -296,32 +275,32 @@ fn write_timer(fdt: &mut FdtWriter, gic: GicModel, nr_vcpus: usize) -> Result<()
         }
         GicModel::V3 => IRQ_TYPE_LEVEL_HIGH,
     };
-    let timer = fdt.begin_node("timer")?;
+    fdt.begin_node("timer");
     // Order fixed by the arm,armv8-timer binding: secure phys, NS phys, virt, hyp phys.
-    let mut cells = Vec::with_capacity(12);
-    for intid in [
+    let mut cells = [0; 12];
+    let intids = [
         SEC_PHYS_TIMER_INTID,
         PHYS_TIMER_INTID,
         VIRT_TIMER_INTID,
         HYP_TIMER_INTID,
-    ] {
-        cells.extend_from_slice(&[GIC_PPI, intid_to_ppi(intid), flags]);
+    ];
+    for (spec, intid) in cells.chunks_exact_mut(3).zip(intids) {
+        spec.copy_from_slice(&[GIC_PPI, intid_to_ppi(intid), flags]);
     }
-    fdt.property_array_u32("interrupts", &cells)?;
+    fdt.u32s(Name::Interrupts, &cells);
     // The counter keeps running in every power state Veil gives a vCPU.
-    fdt.property_null("always-on")?;
-    string_list(fdt, "compatible", &["arm,armv8-timer", "arm,armv7-timer"])?;
-    fdt.end_node(timer)?;
-    Ok(())
+    fdt.null(Name::AlwaysOn);
+    fdt.strings_list(Name::Compatible, &["arm,armv8-timer", "arm,armv7-timer"]);
+    fdt.end_node();
 }
 
-fn write_gic(fdt: &mut FdtWriter, gic: GicModel, nr_vcpus: usize) -> Result<(), GuestDtbError> {
-    let intc = fdt.begin_node(&format!("intc@{GICD_BASE:x}"))?;
-    fdt.property_phandle(GIC_PHANDLE)?;
+fn write_gic(fdt: &mut Writer, gic: GicModel, nr_vcpus: usize) -> Result<(), GuestDtbError> {
+    fdt.begin_node_at("intc", GICD_BASE);
+    fdt.u32(Name::Phandle, GIC_PHANDLE);
     match gic {
         GicModel::V2 => {
-            fdt.property_array_u64("reg", &[GICD_BASE, GICD_SIZE, GICC_BASE, GICC_SIZE])?;
-            fdt.property_string("compatible", "arm,cortex-a15-gic")?;
+            fdt.u64s(Name::Reg, &[GICD_BASE, GICD_SIZE, GICC_BASE, GICC_SIZE]);
+            fdt.string(Name::Compatible, "arm,cortex-a15-gic");
         }
         GicModel::V3 => {
             // One redistributor per vCPU rather than QEMU's whole 123-frame window, so the
@@ -330,71 +309,67 @@ fn write_gic(fdt: &mut FdtWriter, gic: GicModel, nr_vcpus: usize) -> Result<(), 
                 count: nr_vcpus,
                 max: GICV3_MAX_VCPUS,
             })?;
-            fdt.property_array_u64("reg", &[GICD_BASE, GICD_SIZE, GICR_BASE, gicr])?;
-            fdt.property_u32("#redistributor-regions", 1)?;
-            fdt.property_string("compatible", "arm,gic-v3")?;
+            fdt.u64s(Name::Reg, &[GICD_BASE, GICD_SIZE, GICR_BASE, gicr]);
+            fdt.u32(Name::RedistributorRegions, 1);
+            fdt.string(Name::Compatible, "arm,gic-v3");
         }
     }
-    fdt.property_null("interrupt-controller")?;
-    fdt.property_u32("#interrupt-cells", 3)?;
+    fdt.null(Name::InterruptController);
+    fdt.u32(Name::InterruptCells, 3);
     // The GIC has no children here (no ITS, no v2m), but dtc's interrupt_provider check wants
     // #address-cells on every interrupt controller; 0 says "interrupt-map parents need none".
-    fdt.property_u32("#address-cells", 0)?;
-    fdt.end_node(intc)?;
+    fdt.u32(Name::AddressCells, 0);
+    fdt.end_node();
     Ok(())
 }
 
-fn write_apb_pclk(fdt: &mut FdtWriter) -> Result<(), GuestDtbError> {
-    let clk = fdt.begin_node("apb-pclk")?;
-    fdt.property_phandle(APB_PCLK_PHANDLE)?;
-    fdt.property_string("clock-output-names", "clk24mhz")?;
-    fdt.property_u32("clock-frequency", APB_PCLK_HZ)?;
-    fdt.property_u32("#clock-cells", 0)?;
-    fdt.property_string("compatible", "fixed-clock")?;
-    fdt.end_node(clk)?;
-    Ok(())
+fn write_apb_pclk(fdt: &mut Writer) {
+    fdt.begin_node("apb-pclk");
+    fdt.u32(Name::Phandle, APB_PCLK_PHANDLE);
+    fdt.string(Name::ClockOutputNames, "clk24mhz");
+    fdt.u32(Name::ClockFrequency, APB_PCLK_HZ);
+    fdt.u32(Name::ClockCells, 0);
+    fdt.string(Name::Compatible, "fixed-clock");
+    fdt.end_node();
 }
 
-fn write_pl011(fdt: &mut FdtWriter) -> Result<(), GuestDtbError> {
-    let uart = fdt.begin_node(&format!("pl011@{PL011_BASE:x}"))?;
+fn write_pl011(fdt: &mut Writer) {
+    fdt.begin_node_at("pl011", PL011_BASE);
     // The AMBA bus enables `apb_pclk` before reading the PrimeCell ID, and the pl011 driver
     // takes its baud-rate clock from `uartclk`: without both the UART never probes.
-    string_list(fdt, "clock-names", &["uartclk", "apb_pclk"])?;
-    fdt.property_array_u32("clocks", &[APB_PCLK_PHANDLE, APB_PCLK_PHANDLE])?;
-    fdt.property_array_u32("interrupts", &[GIC_SPI, PL011_SPI, IRQ_TYPE_LEVEL_HIGH])?;
-    fdt.property_array_u64("reg", &[PL011_BASE, PL011_SIZE])?;
-    string_list(fdt, "compatible", &["arm,pl011", "arm,primecell"])?;
-    fdt.end_node(uart)?;
-    Ok(())
+    fdt.strings_list(Name::ClockNames, &["uartclk", "apb_pclk"]);
+    fdt.u32s(Name::Clocks, &[APB_PCLK_PHANDLE, APB_PCLK_PHANDLE]);
+    fdt.u32s(Name::Interrupts, &[GIC_SPI, PL011_SPI, IRQ_TYPE_LEVEL_HIGH]);
+    fdt.u64s(Name::Reg, &[PL011_BASE, PL011_SIZE]);
+    fdt.strings_list(Name::Compatible, &["arm,pl011", "arm,primecell"]);
+    fdt.end_node();
 }
 
-fn write_pl031(fdt: &mut FdtWriter) -> Result<(), GuestDtbError> {
-    let rtc = fdt.begin_node(&format!("pl031@{PL031_BASE:x}"))?;
-    fdt.property_string("clock-names", "apb_pclk")?;
-    fdt.property_u32("clocks", APB_PCLK_PHANDLE)?;
-    fdt.property_array_u32("interrupts", &[GIC_SPI, PL031_SPI, IRQ_TYPE_LEVEL_HIGH])?;
-    fdt.property_array_u64("reg", &[PL031_BASE, PL031_SIZE])?;
-    string_list(fdt, "compatible", &["arm,pl031", "arm,primecell"])?;
-    fdt.end_node(rtc)?;
-    Ok(())
+fn write_pl031(fdt: &mut Writer) {
+    fdt.begin_node_at("pl031", PL031_BASE);
+    fdt.string(Name::ClockNames, "apb_pclk");
+    fdt.u32(Name::Clocks, APB_PCLK_PHANDLE);
+    fdt.u32s(Name::Interrupts, &[GIC_SPI, PL031_SPI, IRQ_TYPE_LEVEL_HIGH]);
+    fdt.u64s(Name::Reg, &[PL031_BASE, PL031_SIZE]);
+    fdt.strings_list(Name::Compatible, &["arm,pl031", "arm,primecell"]);
+    fdt.end_node();
 }
 
-fn write_virtio_mmio(fdt: &mut FdtWriter) -> Result<(), GuestDtbError> {
+fn write_virtio_mmio(fdt: &mut Writer) {
     // Ascending addresses, as in QEMU's finished DTB: Linux probes in this order, so the first
     // populated slot becomes vda / eth0 on both.
     for slot in 0..VIRTIO_MMIO_SLOTS {
         let Some(base) = virtio_mmio_slot_base(slot) else {
             break;
         };
-        let node = fdt.begin_node(&format!("virtio_mmio@{base:x}"))?;
-        fdt.property_null("dma-coherent")?;
+        fdt.begin_node_at("virtio_mmio", base);
+        fdt.null(Name::DmaCoherent);
         let spi = VIRTIO_MMIO_FIRST_SPI + slot;
-        fdt.property_array_u32("interrupts", &[GIC_SPI, spi, IRQ_TYPE_EDGE_RISING])?;
-        fdt.property_array_u64("reg", &[base, VIRTIO_MMIO_SLOT_SIZE])?;
-        fdt.property_string("compatible", "virtio,mmio")?;
-        fdt.end_node(node)?;
+        fdt.u32s(Name::Interrupts, &[GIC_SPI, spi, IRQ_TYPE_EDGE_RISING]);
+        fdt.u64s(Name::Reg, &[base, VIRTIO_MMIO_SLOT_SIZE]);
+        fdt.string(Name::Compatible, "virtio,mmio");
+        fdt.end_node();
     }
-    Ok(())
 }
 
 #[cfg(test)]
