@@ -53,8 +53,11 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     let Some(size) = board::discovery::fdt_total_size(header) else {
         fail(format_args!("x0 = {dtb:#x} does not point to a DTB"));
     };
-    // SAFETY: the header says the blob is `size` bytes long; it stays untouched for Veil's
-    // whole life (it is reserved from the frame allocator below).
+    // Loaders that delete nodes leave FDT_NOP tokens, which Veil's readers refuse: squeeze them
+    // out first. SAFETY: the header says the blob is `size` bytes long; nothing else uses it
+    // (it is reserved from the frame allocator below), so Veil may rewrite it in place.
+    let _ = board::dtb_fixup::strip_nops(unsafe { core::slice::from_raw_parts_mut(dtb as *mut u8, size) });
+    // SAFETY: as above; from here on the blob is only read, for Veil's whole life.
     let blob: &'static [u8] = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
     // Kept on the stack until the MMU is on: the global cells use atomics, which need caches.
     let discovered = match Platform::from_fdt(blob) {
@@ -143,6 +146,7 @@ static EL2_ROOT: AtomicU64 = AtomicU64::new(0);
 fn start_secondary(platform: &Platform, index: usize) {
     unsafe extern "C" {
         fn _secondary_start();
+        fn _secondary_spin_start();
     }
     let entry = _secondary_start as *const () as u64;
     let cpu = platform.cpus.as_slice()[index];
@@ -162,6 +166,7 @@ fn start_secondary(platform: &Platform, index: usize) {
         EnableMethod::SpinTable { release_addr } => {
             // SAFETY: the DTB names this word as the CPU's release address; the firmware's
             // holding pen reads it with caches off, hence the clean and the event.
+            let entry = _secondary_spin_start as *const () as u64;
             unsafe { core::ptr::write_volatile(release_addr as *mut u64, entry) };
             memory::cache::clean_dcache_range(release_addr as usize, 8);
             #[cfg(target_arch = "aarch64")]

@@ -82,6 +82,14 @@ _start:
     wfe
     b       .Lpark
 
+.global _secondary_spin_start
+_secondary_spin_start:
+    // Released from a spin-table: no context ID. The CPU's index is its MPIDR Aff0, which on
+    // the boards that use spin-tables (Raspberry Pi 4) numbers the cores in DTB order.
+    mrs     x0, mpidr_el1
+    and     x0, x0, #0xff
+    // fall through
+
 .global _secondary_start
 _secondary_start:
     // x0 = this CPU's linear index (the context_id Veil gave PSCI CPU_ON).
