@@ -469,12 +469,38 @@ fn str_value<'a>(
         .ok_or(bad(node, name, "is not a text string"))
 }
 
-/// Whether a `compatible` value (a list of strings) names one of `any_of`.
-fn compatible_with(compatible: Option<&[u8]>, any_of: &[&str]) -> bool {
-    compatible.is_some_and(|c| {
-        c.split(|&b| b == 0)
-            .any(|s| any_of.iter().any(|a| a.as_bytes() == s))
-    })
+/// The devices discovery looks for, as named by a node's `compatible` list; a set of bits.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Kinds(u8);
+
+impl Kinds {
+    const GIC_V2: Kinds = Kinds(1 << 0);
+    const GIC_V3: Kinds = Kinds(1 << 1);
+    const TIMER: Kinds = Kinds(1 << 2);
+    const PSCI: Kinds = Kinds(1 << 3);
+    const PL011: Kinds = Kinds(1 << 4);
+    const PL031: Kinds = Kinds(1 << 5);
+
+    /// What any string of a `compatible` value names, in one pass over it.
+    fn of(compatible: &[u8]) -> Kinds {
+        let mut kinds = 0;
+        for name in compatible.split(|&b| b == 0) {
+            kinds |= match name {
+                b"arm,gic-400" | b"arm,cortex-a15-gic" | b"arm,cortex-a7-gic" => Self::GIC_V2.0,
+                b"arm,gic-v3" => Self::GIC_V3.0,
+                b"arm,armv8-timer" | b"arm,armv7-timer" => Self::TIMER.0,
+                b"arm,psci-1.0" | b"arm,psci-0.2" | b"arm,psci" => Self::PSCI.0,
+                b"arm,pl011" => Self::PL011.0,
+                b"arm,pl031" => Self::PL031.0,
+                _ => 0,
+            };
+        }
+        Kinds(kinds)
+    }
+
+    fn any(self, of: Kinds) -> bool {
+        self.0 & of.0 != 0
+    }
 }
 
 /// One node on the path from the root to the node being looked at: what its children need.
@@ -728,12 +754,6 @@ struct Found<'a> {
     timer_interrupts: Option<(&'a str, &'a [u8])>,
 }
 
-const GIC_V2: &[&str] = &["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a7-gic"];
-const GIC_V3: &[&str] = &["arm,gic-v3"];
-const TIMER: &[&str] = &["arm,armv8-timer", "arm,armv7-timer"];
-const PSCI: &[&str] = &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
-const PL011: &[&str] = &["arm,pl011"];
-const PL031: &[&str] = &["arm,pl031"];
 
 impl<'a> Collector<'a> {
     fn node(&mut self, node: &walk::Node<'_, 'a>) {
@@ -793,8 +813,6 @@ impl<'a> Found<'a> {
             return Ok(());
         }
         let device_type = p.get(Prop::DeviceType).and_then(c_string);
-        let compatible = p.get(Prop::Compatible);
-        let is = |any_of: &[&str]| compatible_with(compatible, any_of);
         if device_type == Some(b"memory") {
             for index in 0..at.reg_count()? {
                 if let Some(region) = at.reg(index)?.filter(|r| r.size != 0) {
@@ -819,13 +837,15 @@ impl<'a> Found<'a> {
         if under("cpus") && device_type == Some(b"cpu") {
             self.cpu(&at, p)?;
         }
-        if compatible.is_none() {
+        let kinds = p.get(Prop::Compatible).map(Kinds::of).unwrap_or_default();
+        if kinds == Kinds::default() {
             return Ok(());
         }
-        if self.platform.gic.is_none() && (is(GIC_V2) || is(GIC_V3)) {
-            self.gic(&at, p, is(GIC_V3))?;
+        let is = |kind: Kinds| kinds.any(kind);
+        if self.platform.gic.is_none() && (is(Kinds::GIC_V2) || is(Kinds::GIC_V3)) {
+            self.gic(&at, p, is(Kinds::GIC_V3))?;
         }
-        if self.timer_interrupts.is_none() && is(TIMER) {
+        if self.timer_interrupts.is_none() && is(Kinds::TIMER) {
             let interrupts = p
                 .get(Prop::Interrupts)
                 .ok_or(bad(name, "interrupts", "is missing"))?;
@@ -833,14 +853,14 @@ impl<'a> Found<'a> {
             self.platform.counter_frequency =
                 u32_value(name, "clock-frequency", p.get(Prop::ClockFrequency))?;
         }
-        if self.platform.psci.is_none() && is(PSCI) {
+        if self.platform.psci.is_none() && is(Kinds::PSCI) {
             self.platform.psci = match str_value(name, "method", p.get(Prop::Method))? {
                 Some("smc") => Some(PsciMethod::Smc),
                 Some("hvc") => Some(PsciMethod::Hvc),
                 _ => return Err(bad(name, "method", "is not \"smc\" or \"hvc\"")),
             };
         }
-        if is(PL011) {
+        if is(Kinds::PL011) {
             let region = at.reg(0)?.ok_or(bad(name, "reg", "is missing"))?;
             let uart = UartInfo {
                 base: region.base,
@@ -861,7 +881,7 @@ impl<'a> Found<'a> {
         }
         // The RTC is a nicety (the guests' wall clock): one Veil cannot place is left out.
         if self.platform.rtc.is_none()
-            && is(PL031)
+            && is(Kinds::PL031)
             && let Ok(Some(region)) = at.reg(0)
         {
             let size = if region.size == 0 { 0x1000 } else { region.size };
@@ -1329,6 +1349,37 @@ mod tests {
         assert_eq!(fdt_total_size(&fixture!("qemu-virt-gicv3.dtb")[..7]), None);
         assert_eq!(fdt_total_size(&[0; 64]), None);
         assert_eq!(fdt_total_size(&[0xd0, 0x0d, 0xfe, 0xed, 0, 0, 0, 8]), None);
+    }
+
+    /// The walker reads words when the blob is 4-byte aligned in memory and bytes when not;
+    /// both must see the same tree, and refuse the same corruptions.
+    #[test]
+    fn unaligned_blobs_read_the_same() {
+        let mut buffer = alloc::vec![0u8; 32 * 1024];
+        let aligned = buffer.as_ptr().align_offset(8);
+        let bytes = &mut buffer[aligned..];
+        let mut seed = 7u64;
+        for blob in FIXTURES {
+            for shift in 0..4 {
+                bytes[shift..shift + blob.len()].copy_from_slice(blob);
+                let view = &bytes[shift..shift + blob.len()];
+                assert_eq!(view.as_ptr().align_offset(4) == 0, shift == 0);
+                assert_eq!(Platform::from_fdt(view), Platform::from_fdt(blob), "shift {shift}");
+            }
+            for _ in 0..200 {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let at = (seed >> 33) as usize % blob.len();
+                let value = (seed >> 13) as u8;
+                let mut results = (0..4).map(|shift| {
+                    let view = &mut bytes[shift..shift + blob.len()];
+                    view.copy_from_slice(blob);
+                    view[at] = value;
+                    alloc::format!("{:?}", Platform::from_fdt(view))
+                });
+                let first = results.next().unwrap();
+                assert!(results.all(|r| r == first), "byte {at} set to {value}");
+            }
+        }
     }
 
     #[test]

@@ -9,9 +9,12 @@
 //! thus reads the whole tree in one walk, and the nodes it needs later (`/aliases`) are
 //! remembered as a [`Span`] of property tokens rather than searched for again.
 //!
-//! Property names are compared as bytes, once per distinct name: dtc, libfdt and QEMU store each
-//! name once in the strings block, so almost every property of a tree names a string already
-//! seen, and a small table indexed by the name's offset answers for it.
+//! The walk is the hot part of discovery, so it is frugal: tokens are read as whole words when
+//! the blob is 4-byte aligned in memory (it always is when a boot loader follows the boot
+//! protocol), node names are scanned four bytes at a time for their NUL and for non-ASCII
+//! bytes, and property names are compared as bytes once per distinct name: dtc, libfdt and
+//! QEMU store each name once in the strings block, so almost every property of a tree names a
+//! string already seen, and a small table indexed by the name's offset answers for it.
 
 use super::{FdtError, MAX_DEPTH};
 
@@ -212,13 +215,34 @@ impl Prop {
     }
 }
 
-/// One node's values of the properties in [`Prop`].
-#[derive(Clone, Copy, Default)]
-pub(super) struct Props<'a>([Option<&'a [u8]>; PROP_KINDS]);
+/// One node's values of the properties in [`Prop`]. A value counts only while its bit in `set`
+/// is, so a new node starts by clearing one word, not the table.
+#[derive(Clone, Copy)]
+pub(super) struct Props<'a> {
+    set: u32,
+    values: [&'a [u8]; PROP_KINDS],
+}
 
 impl<'a> Props<'a> {
+    fn new() -> Self {
+        Self {
+            set: 0,
+            values: [&[]; PROP_KINDS],
+        }
+    }
+
     pub fn get(&self, prop: Prop) -> Option<&'a [u8]> {
-        self.0[prop as usize]
+        (self.set & 1 << prop as u32 != 0).then(|| self.values[prop as usize])
+    }
+
+    /// Records a value; a repeated name (dtc refuses those) counts once, the first, as in
+    /// libfdt.
+    fn add(&mut self, prop: Prop, value: &'a [u8]) {
+        let bit = 1 << prop as u32;
+        if self.set & bit == 0 {
+            self.set |= bit;
+            self.values[prop as usize] = value;
+        }
     }
 }
 
@@ -250,12 +274,16 @@ struct Names<'a> {
 
 impl<'a> Names<'a> {
     /// The [`Prop`] the name at `offset` is; `Err` with the problem if it is not a name.
+    #[inline(always)]
     fn prop(&mut self, offset: usize) -> Result<Prop, &'static str> {
-        if let Some(&known) = self.seen.get(offset)
-            && known != 0
-        {
-            return Ok(Prop::ALL[(known - 1) as usize]);
+        match self.seen.get(offset) {
+            Some(&known) if known != 0 => Ok(Prop::ALL[known as usize - 1]),
+            _ => self.first_sight(offset),
         }
+    }
+
+    #[inline(never)]
+    fn first_sight(&mut self, offset: usize) -> Result<Prop, &'static str> {
         let name = self
             .strings
             .get(offset..)
@@ -270,6 +298,86 @@ impl<'a> Names<'a> {
     }
 }
 
+/// The structure block, read a 32-bit word at a time at offsets that are multiples of 4 (every
+/// token is). [`Aligned`] reads whole words; [`Unaligned`] byte by byte, for a blob that is not
+/// 4-byte aligned in memory (the boot protocols place DTBs 8-byte aligned, so only tests and
+/// odd boot loaders take that path).
+trait Block<'a>: Copy {
+    fn bytes(&self) -> &'a [u8];
+    /// The big-endian word at byte offset `at`.
+    fn word(&self, at: usize) -> Option<u32>;
+    /// The node name that starts at byte offset `at`: its bytes up to the NUL, which must be
+    /// there, as text.
+    fn name(&self, at: usize) -> Result<&'a str, &'static str> {
+        let name = c_string(self.bytes().get(at..).unwrap_or(&[]))
+            .ok_or("a node name is not terminated")?;
+        core::str::from_utf8(name).map_err(|_| "a node name is not text")
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Unaligned<'a>(&'a [u8]);
+
+impl<'a> Block<'a> for Unaligned<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    fn word(&self, at: usize) -> Option<u32> {
+        be_u32_at(self.0, at)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Aligned<'a> {
+    bytes: &'a [u8],
+    /// The same memory as words, as far as whole words go.
+    words: &'a [u32],
+}
+
+impl<'a> Block<'a> for Aligned<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    #[inline(always)]
+    fn word(&self, at: usize) -> Option<u32> {
+        self.words.get(at / 4).map(|&w| u32::from_be(w))
+    }
+
+    /// Four bytes at a time: a name of ASCII bytes up to its NUL is text; anything else is
+    /// judged byte by byte.
+    fn name(&self, at: usize) -> Result<&'a str, &'static str> {
+        let mut index = at / 4;
+        loop {
+            let Some(&word) = self.words.get(index) else {
+                break;
+            };
+            // Bytes in memory order, the first in the low bits.
+            let word = u32::from_le(word);
+            let zero = word.wrapping_sub(0x0101_0101) & !word & 0x8080_8080;
+            let high = word & 0x8080_8080;
+            if zero != 0 {
+                // The lowest flagged byte is the first NUL; ASCII is checked up to it.
+                let nul = zero.trailing_zeros() / 8;
+                if high & ((1u32 << (nul * 8)).wrapping_sub(1)) != 0 {
+                    break;
+                }
+                let end = index * 4 + nul as usize;
+                let name = self.bytes.get(at..end).unwrap_or(&[]);
+                // SAFETY: every byte of `name` is below 0x80 (checked above, word by word),
+                // and ASCII is UTF-8.
+                return Ok(unsafe { core::str::from_utf8_unchecked(name) });
+            }
+            if high != 0 {
+                break;
+            }
+            index += 1;
+        }
+        Unaligned(self.bytes).name(at)
+    }
+}
+
 /// Walks the structure block once, checking it, and calls `visit` with every node in tree
 /// order (a node before its children), each once its properties are known. The visitor may
 /// have been called for the nodes before an error; the error is what counts.
@@ -277,10 +385,28 @@ pub(super) fn walk<'a>(
     tree: &Tree<'a>,
     visit: &mut impl FnMut(&Node<'_, 'a>),
 ) -> Result<(), FdtError> {
-    let structs = tree.structs;
+    // SAFETY: any four bytes are a valid u32; `align_to` only reinterprets the aligned middle.
+    let (head, words, _) = unsafe { tree.structs.align_to::<u32>() };
+    if head.is_empty() {
+        let block = Aligned {
+            bytes: tree.structs,
+            words,
+        };
+        walk_block(block, tree.strings, visit)
+    } else {
+        walk_block(Unaligned(tree.structs), tree.strings, visit)
+    }
+}
+
+fn walk_block<'a>(
+    structs: impl Block<'a>,
+    strings: &'a [u8],
+    visit: &mut impl FnMut(&Node<'_, 'a>),
+) -> Result<(), FdtError> {
+    let len = structs.bytes().len();
     let bad = |offset: usize, problem: &'static str| FdtError::BadStructure { offset, problem };
     let mut names = Names {
-        strings: tree.strings,
+        strings,
         seen: [0; NAME_TABLE],
     };
     let mut at = 0usize;
@@ -289,12 +415,42 @@ pub(super) fn walk<'a>(
     let mut props_allowed = false;
     // The node whose properties are being read, not yet handed to `visit`.
     let mut name = "";
-    let mut props = Props::default();
+    let mut props = Props::new();
     let mut span_start = 0;
     let mut pending = false;
     loop {
-        let token = be_u32_at(structs, at).ok_or(bad(at, "it ends before the tree is closed"))?;
+        let token = structs
+            .word(at)
+            .ok_or(bad(at, "it ends before the tree is closed"))?;
         match token {
+            FDT_PROP => {
+                if !props_allowed {
+                    return Err(bad(
+                        at,
+                        "a property comes after a child node or outside any node",
+                    ));
+                }
+                let (Some(value_len), Some(name_offset)) =
+                    (structs.word(at + 4), structs.word(at + 8))
+                else {
+                    return Err(bad(at, "a property header is cut short"));
+                };
+                let value_start = at + 12;
+                let value_end = value_start
+                    .checked_add(value_len as usize)
+                    .filter(|&end| end <= len)
+                    .ok_or(bad(at, "a property value runs past the structure block"))?;
+                let prop = names
+                    .prop(name_offset as usize)
+                    .map_err(|problem| bad(at, problem))?;
+                if prop != Prop::Other {
+                    props.add(
+                        prop,
+                        structs.bytes().get(value_start..value_end).unwrap_or(&[]),
+                    );
+                }
+                at = align4(value_end);
+            }
             FDT_BEGIN_NODE => {
                 if pending {
                     let span = Span {
@@ -309,10 +465,9 @@ pub(super) fn walk<'a>(
                     });
                 }
                 let name_at = at + 4;
-                let found = c_string(structs.get(name_at..).unwrap_or(&[]))
-                    .ok_or(bad(name_at, "a node name is not terminated"))?;
-                let found = core::str::from_utf8(found)
-                    .map_err(|_| bad(name_at, "a node name is not text"))?;
+                let found = structs
+                    .name(name_at)
+                    .map_err(|problem| bad(name_at, problem))?;
                 if (depth == 0) != found.is_empty() {
                     return Err(bad(name_at, "only the root node may have an empty name"));
                 }
@@ -326,35 +481,9 @@ pub(super) fn walk<'a>(
                 props_allowed = true;
                 at = align4(name_at + found.len() + 1);
                 name = found;
-                props = Props::default();
+                props.set = 0;
                 span_start = at;
                 pending = true;
-            }
-            FDT_PROP => {
-                if !props_allowed {
-                    return Err(bad(
-                        at,
-                        "a property comes after a child node or outside any node",
-                    ));
-                }
-                let len =
-                    be_u32_at(structs, at + 4).ok_or(bad(at, "a property header is cut short"))?;
-                let name_offset =
-                    be_u32_at(structs, at + 8).ok_or(bad(at, "a property header is cut short"))?;
-                let value_start = at + 12;
-                let value_end = value_start
-                    .checked_add(len as usize)
-                    .filter(|&end| end <= structs.len())
-                    .ok_or(bad(at, "a property value runs past the structure block"))?;
-                let prop = names
-                    .prop(name_offset as usize)
-                    .map_err(|problem| bad(at, problem))?;
-                // A repeated name (dtc refuses those) counts once, the first, as in libfdt.
-                let slot = &mut props.0[prop as usize];
-                if slot.is_none() {
-                    *slot = structs.get(value_start..value_end);
-                }
-                at = align4(value_end);
             }
             FDT_END_NODE => {
                 if pending {
@@ -376,7 +505,7 @@ pub(super) fn walk<'a>(
                 props_allowed = false;
                 at += 4;
                 if depth == 0 {
-                    return match be_u32_at(structs, at) {
+                    return match structs.word(at) {
                         Some(FDT_END) => Ok(()),
                         _ => Err(bad(at, "the root node is not followed by the end marker")),
                     };
