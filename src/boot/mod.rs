@@ -189,7 +189,8 @@ extern "C" fn boot_secondary(index: usize) -> ! {
     #[cfg(target_arch = "aarch64")]
     cpu::el2::configure();
     crate::interrupts::init_this_cpu(index);
-    log::info!("CPU {index} up");
+    // Debug level: secondaries come up while guests print, and a line here would split theirs.
+    log::debug!("CPU {index} up");
     cpu::idle()
 }
 

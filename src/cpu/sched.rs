@@ -88,8 +88,15 @@ impl PerCpu {
                 return;
             }
             if let Some(status) = registry::outcome() {
-                log::info!("all VMs have ended; powering off");
-                crate::board::power::power_off(status);
+                // Every idle CPU sees this at about the same time; one of them turns the lights out.
+                static POWERING_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+                if !POWERING_OFF.swap(true, Ordering::AcqRel) {
+                    log::info!("all VMs have ended; powering off");
+                    crate::board::power::power_off(status);
+                }
+                loop {
+                    arch::wait_for_interrupt();
+                }
             }
             self.rearm_timer(now);
             arch::wait_for_interrupt();
