@@ -44,6 +44,13 @@ pub fn copy_slice(dst: &mut [u8], src: &[u8]) {
     unsafe { copy(dst.as_mut_ptr(), src.as_ptr(), src.len()) }
 }
 
+/// Zeroes `dst`: [`zero`] for a slice of words. Its stores are all aligned, so it also serves
+/// Device memory (translation tables written before the MMU is on).
+pub fn zero_words(dst: &mut [u64]) {
+    // SAFETY: the slice is live and writable for its length; see above for the memory type.
+    unsafe { zero(dst.as_mut_ptr().cast(), dst.len() * 8) }
+}
+
 /// Writes `len` zero bytes from `dst`.
 ///
 /// # Safety

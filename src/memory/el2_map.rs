@@ -1,19 +1,23 @@
 //! Veil's own address space: an EL2 stage-1 identity map, built once by the boot CPU before the
 //! MMU is on and shared by every CPU after.
 //!
-//! The tables come from a fixed pool in .bss rather than the heap: building them happens before
-//! caches are on, when locks (exclusive accesses) are not reliable on real cores. The map holds
-//! host RAM (Normal write-back; Veil's code read-only and executable, everything else
-//! execute-never) and the few devices Veil drives itself (Device-nGnRE, execute-never). Guest RAM
-//! is part of host RAM, so Veil can load images into it; guests never see this map.
+//! The tables come from a fixed pool rather than the heap: building them happens before
+//! caches are on, when locks (exclusive accesses) are not reliable on real cores. The pool is
+//! in a section of its own outside .bss, so the entry code does not zero it; a page is zeroed
+//! when it becomes a table. The map holds host RAM (Normal write-back; Veil's code read-only and
+//! executable, everything else execute-never) and the few devices Veil drives itself
+//! (Device-nGnRE, execute-never). Guest RAM is part of host RAM, so Veil can load images into
+//! it; guests never see this map.
+//!
+//! The tables are written by a small identity-map builder ([`Tables`]) rather than
+//! `aarch64-paging`'s `Mapping`. This map is built once, with the MMU off, and is mostly whole
+//! blocks: a 1 GiB block of RAM split once for Veil's code into 512 blocks of 2 MiB and 512
+//! pages of 4 KiB. The general mapper spent about 50 instructions on each of those descriptors
+//! (some 51,000 at every boot); here runs of descriptors are written in tight loops.
 
+use super::bulk;
 use crate::board::discovery::Region;
-use aarch64_paging::{
-    MapError, Mapping,
-    descriptor::{El23Attributes, PhysicalAddress},
-    paging::{Constraints, El2, MemoryRegion, PageTable, Translation},
-};
-use core::ptr::NonNull;
+use aarch64_paging::descriptor::El23Attributes;
 
 /// MAIR_EL2 index of Device-nGnRE (see `_arch/aarch64/mmu.rs`).
 pub const MAIR_INDEX_DEVICE: u64 = 0;
@@ -44,52 +48,148 @@ pub const DEVICE: El23Attributes = El23Attributes::VALID
 
 /// Pages for translation tables, enough for a few GiB of RAM and a handful of device windows
 /// scattered over the first 4 GiB (each 2 MiB window with a device needs one level-3 table).
-const POOL_PAGES: usize = 32;
+pub const POOL_PAGES: usize = 32;
 
+/// One translation table: 512 descriptors.
 #[repr(C, align(4096))]
-struct Page([u8; 4096]);
+pub struct Page([u64; ENTRIES]);
 
-/// Hands out pages from a fixed pool; tables are never freed (the map lives forever).
-pub struct PoolTranslation {
-    pool: *mut Page,
-    used: usize,
-    capacity: usize,
+const ENTRIES: usize = 512;
+const PAGE_SIZE: u64 = 4096;
+/// Descriptor bits 1:0: a block (levels 1 and 2) is 0b01; a table or a page (level 3) is 0b11.
+const VALID: u64 = 1 << 0;
+const TABLE_OR_PAGE: u64 = 1 << 1;
+/// The output address field (bits 47:12) of every descriptor kind.
+const ADDRESS_MASK: u64 = 0x0000_ffff_ffff_f000;
+
+/// Why the map could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// The table pool has no page left: raise [`POOL_PAGES`].
+    PoolExhausted,
+    /// A range to map is not page aligned or does not fit under 2^[`VA_BITS`].
+    BadRange { start: u64, end: u64 },
 }
 
-impl PoolTranslation {
-    /// # Safety
-    /// `pool` must point to `capacity` zeroed pages used by nothing else, identity-mapped.
-    pub unsafe fn new(pool: *mut u8, capacity: usize) -> Self {
-        PoolTranslation { pool: pool.cast(), used: 0, capacity }
+/// Bytes one descriptor maps at `level` (4 KiB granule).
+const fn level_size(level: usize) -> u64 {
+    PAGE_SIZE << (9 * (3 - level))
+}
+
+/// An identity map being built in a pool of pages, each of which is at its own physical
+/// address (true with the MMU off, and in host tests where addresses are only compared).
+pub struct Tables<'p> {
+    pool: &'p mut [Page],
+    used: usize,
+}
+
+impl<'p> Tables<'p> {
+    /// Starts a map whose root table is the pool's first page.
+    pub fn new(pool: &'p mut [Page]) -> Result<Self, MapError> {
+        let mut tables = Tables { pool, used: 0 };
+        tables.allocate(true)?;
+        Ok(tables)
+    }
+
+    /// The root table's address (TTBR0_EL2).
+    pub fn root(&self) -> u64 {
+        self.pool.as_ptr() as u64
     }
 
     /// How many pool pages the tables use.
     pub fn used(&self) -> usize {
         self.used
     }
-}
 
-impl Translation<El23Attributes> for PoolTranslation {
-    fn allocate_table(&mut self) -> (NonNull<PageTable<El23Attributes>>, PhysicalAddress) {
-        assert!(self.used < self.capacity, "EL2 table pool exhausted: raise POOL_PAGES");
-        // SAFETY: index < capacity, so the page is inside the pool `new` was given.
-        let page = unsafe { self.pool.add(self.used) };
+    /// A page from the pool, by index: zeroed, unless the caller fills every entry itself.
+    fn allocate(&mut self, zeroed: bool) -> Result<usize, MapError> {
+        let index = self.used;
+        let page = self.pool.get_mut(index).ok_or(MapError::PoolExhausted)?;
+        if zeroed {
+            bulk::zero_words(&mut page.0);
+        }
         self.used += 1;
-        let table = NonNull::new(page.cast::<PageTable<El23Attributes>>()).expect("pool is not null");
-        (table, PhysicalAddress(page as usize))
+        Ok(index)
     }
 
-    unsafe fn deallocate_table(&mut self, _table: NonNull<PageTable<El23Attributes>>) {
-        // Tables are never freed: the pool is the map's for good.
+    fn address(&self, index: usize) -> u64 {
+        self.root() + index as u64 * PAGE_SIZE
     }
 
-    fn physical_to_virtual(&self, pa: PhysicalAddress) -> NonNull<PageTable<El23Attributes>> {
-        NonNull::new(pa.0 as *mut PageTable<El23Attributes>).expect("table at address 0")
+    /// The pool index of the table a table descriptor points to.
+    fn table_index(&self, descriptor: u64) -> usize {
+        ((descriptor & ADDRESS_MASK) - self.root()) as usize / PAGE_SIZE as usize
+    }
+
+    /// Maps `[start, end)` (page aligned) to itself with `attributes`, replacing what was there:
+    /// whole blocks where the range covers them, tables (splitting blocks) where it does not.
+    pub fn map(&mut self, start: u64, end: u64, attributes: El23Attributes) -> Result<(), MapError> {
+        let aligned = start.is_multiple_of(PAGE_SIZE) && end.is_multiple_of(PAGE_SIZE);
+        if !aligned || start > end || end > 1 << VA_BITS {
+            return Err(MapError::BadRange { start, end });
+        }
+        self.map_in(0, ROOT_LEVEL, start, end, attributes.bits() as u64)
+    }
+
+    fn map_in(&mut self, table: usize, level: usize, start: u64, end: u64, attributes: u64) -> Result<(), MapError> {
+        let size = level_size(level);
+        let shift = size.trailing_zeros();
+        let mut va = start;
+        while va < end {
+            let index = (va >> shift) as usize % ENTRIES;
+            // How many whole entries from `va` the range covers in this table.
+            let whole = (((end - va) / size) as usize).min(ENTRIES - index);
+            if level == 3 {
+                // Pages, to the range's end or the table's, in one loop (`va`, `end` are page
+                // aligned, so `whole` is at least 1).
+                for (i, slot) in self.pool[table].0[index..index + whole].iter_mut().enumerate() {
+                    *slot = (va + i as u64 * size) | attributes | TABLE_OR_PAGE;
+                }
+                va += whole as u64 * size;
+                continue;
+            }
+            let entry_start = va & !(size - 1);
+            let entry_end = entry_start + size;
+            let descriptor = self.pool[table].0[index];
+            let is_table = descriptor & (VALID | TABLE_OR_PAGE) == VALID | TABLE_OR_PAGE;
+            if va == entry_start && whole > 0 && !is_table {
+                // Blocks, as many as the range covers whole in this table. (A block over a table
+                // would leak the table; the few ranges Veil maps never need that.)
+                for (i, slot) in self.pool[table].0[index..index + whole].iter_mut().enumerate() {
+                    *slot = (va + i as u64 * size) | attributes;
+                }
+                va += whole as u64 * size;
+                continue;
+            }
+            let sub = if is_table {
+                self.table_index(descriptor)
+            } else {
+                let splits_a_block = descriptor & VALID != 0;
+                let sub = self.allocate(!splits_a_block)?;
+                if splits_a_block {
+                    // A block being split: the new table maps the same memory the same way.
+                    let (base, flags) = (descriptor & ADDRESS_MASK, descriptor & !ADDRESS_MASK);
+                    let kind = if level + 1 == 3 { TABLE_OR_PAGE } else { 0 };
+                    let step = level_size(level + 1);
+                    for (i, slot) in self.pool[sub].0.iter_mut().enumerate() {
+                        *slot = (base + i as u64 * step) | flags | kind;
+                    }
+                }
+                self.pool[table].0[index] = self.address(sub) | VALID | TABLE_OR_PAGE;
+                sub
+            };
+            let chunk_end = end.min(entry_end);
+            self.map_in(sub, level + 1, va, chunk_end, attributes)?;
+            va = chunk_end;
+        }
+        Ok(())
     }
 }
 
-/// The pool in .bss (zeroed by the entry code before Rust runs).
-static mut POOL: [Page; POOL_PAGES] = [const { Page([0; 4096]) }; POOL_PAGES];
+/// The pool, outside .bss (section `.bss.el2_tables`, which `linker/veil.ld` places apart and
+/// the entry code leaves alone): its contents are undefined until [`Tables`] zeroes a page.
+#[unsafe(link_section = ".bss.el2_tables")]
+static mut POOL: core::mem::MaybeUninit<[Page; POOL_PAGES]> = core::mem::MaybeUninit::uninit();
 
 /// What goes into Veil's map.
 pub struct El2Layout<'a> {
@@ -99,87 +199,79 @@ pub struct El2Layout<'a> {
     pub devices: &'a [Region],
 }
 
-/// Builds the map in `translation`'s pages and returns it with the root table's address.
-pub fn build<T: Translation<El23Attributes>>(
-    translation: T,
-    layout: &El2Layout,
-) -> Result<Mapping<T, El2>, MapError> {
-    let mut map = Mapping::new(translation, ROOT_LEVEL, El2);
+/// Builds the map in `tables`: RAM, then the code inside it, then the devices.
+pub fn build(tables: &mut Tables, layout: &El2Layout) -> Result<(), MapError> {
     let limit = 1u64 << VA_BITS;
     for ram in layout.ram.iter().filter(|r| r.size != 0 && r.base < limit) {
-        let end = ram.end().min(limit);
-        map_identity(&mut map, ram.base, end, DATA)?;
+        let start = super::align_up(ram.base, super::PAGE_SIZE).unwrap_or(limit);
+        let end = super::align_down(ram.end().min(limit), super::PAGE_SIZE);
+        if start < end {
+            tables.map(start, end, DATA)?;
+        }
     }
-    map_identity(&mut map, layout.code.base, layout.code.end(), CODE)?;
+    tables.map(layout.code.base, layout.code.end(), CODE)?;
     for dev in layout.devices.iter().filter(|r| r.size != 0) {
         let base = super::align_down(dev.base, super::PAGE_SIZE);
         let end = super::align_up(dev.end(), super::PAGE_SIZE).unwrap_or(u64::MAX);
-        map_identity(&mut map, base, end, DEVICE)?;
+        tables.map(base, end, DEVICE)?;
     }
-    Ok(map)
+    Ok(())
 }
 
-fn map_identity<T: Translation<El23Attributes>>(
-    map: &mut Mapping<T, El2>,
-    start: u64,
-    end: u64,
-    attrs: El23Attributes,
-) -> Result<(), MapError> {
-    let region = MemoryRegion::new(start as usize, end as usize);
-    map.map_range(&region, PhysicalAddress(start as usize), attrs, Constraints::empty())
-}
-
-/// Builds Veil's map from the static pool and returns the root table's address (TTBR0_EL2).
-/// Boot CPU only, once, before the MMU is on.
+/// Builds Veil's map from the static pool and returns the root table's address (TTBR0_EL2) and
+/// how many pages it uses. Boot CPU only, once, before the MMU is on.
 pub fn build_boot_map(layout: &El2Layout) -> Result<(u64, usize), MapError> {
-    // SAFETY: POOL is only ever touched here, once, by the boot CPU; it is zeroed .bss and
-    // identity-mapped (the MMU is off now, and RAM is identity-mapped once it is on).
-    let translation = unsafe { PoolTranslation::new((&raw mut POOL).cast(), POOL_PAGES) };
-    let map = build(translation, layout)?;
-    let root = map.root_address().0 as u64;
-    let used = map.translation().used();
-    // The map is live for the rest of the system's life; never run its destructor.
-    core::mem::forget(map);
-    Ok((root, used))
+    // SAFETY: POOL is only ever touched here, once, by the boot CPU; with the MMU off (and once
+    // it is on, RAM is identity-mapped) each page is at its own physical address. A page is
+    // written (zeroed) before it is read, so its undefined contents are never seen.
+    let pool: &mut [Page; POOL_PAGES] = unsafe { (*(&raw mut POOL)).assume_init_mut() };
+    let mut tables = Tables::new(pool)?;
+    build(&mut tables, layout)?;
+    Ok((tables.root(), tables.used()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aarch64_paging::descriptor::Descriptor;
     extern crate std;
     use std::vec::Vec;
 
-    fn pool_translation(pages: usize) -> (PoolTranslation, Vec<Page>) {
-        let mut v: Vec<Page> = (0..pages).map(|_| Page([0; 4096])).collect();
-        // SAFETY: the vector outlives the translation in each test and is used by nothing else.
-        let t = unsafe { PoolTranslation::new(v.as_mut_ptr().cast(), pages) };
-        (t, v)
+    fn pool(pages: usize) -> Vec<Page> {
+        (0..pages).map(|_| Page([0xdead; ENTRIES])).collect()
     }
 
-    fn lookup<T: Translation<El23Attributes>>(map: &Mapping<T, El2>, va: u64) -> Option<(u64, El23Attributes, usize)> {
-        let mut found = None;
-        let region = MemoryRegion::new(va as usize, va as usize + 1);
-        map.walk_range(&region, &mut |mr: &MemoryRegion, d: &Descriptor<El23Attributes>, level: usize| {
-            if d.is_valid() && (level == 3 || !d.flags().contains(El23Attributes::TABLE_OR_PAGE)) {
-                let _ = mr;
-                let offset = va & (level_size(level) - 1);
-                found = Some((d.output_address().0 as u64 + offset, d.flags(), level));
+    /// The output address, attributes (descriptor bits outside the address) and level of the
+    /// descriptor that maps `va`, by walking the tables as the MMU would.
+    fn lookup(tables: &Tables, va: u64) -> Option<(u64, u64, usize)> {
+        let mut table = 0;
+        for level in ROOT_LEVEL..=3 {
+            let size = level_size(level);
+            let descriptor = tables.pool[table].0[(va / size) as usize % ENTRIES];
+            if descriptor & VALID == 0 {
+                return None;
             }
-            Ok(())
-        })
-        .ok()?;
-        found
+            let leaf = level == 3 || descriptor & TABLE_OR_PAGE == 0;
+            if leaf {
+                let offset = va & (size - 1);
+                return Some(((descriptor & ADDRESS_MASK) + offset, descriptor & !ADDRESS_MASK, level));
+            }
+            table = tables.table_index(descriptor);
+        }
+        None
     }
 
-    /// Bytes one descriptor maps at `level` with the 4 KiB granule.
-    fn level_size(level: usize) -> u64 {
-        4096 << (9 * (3 - level))
+    fn bits(attributes: El23Attributes) -> u64 {
+        attributes.bits() as u64
+    }
+
+    fn has(flags: u64, attributes: El23Attributes) -> bool {
+        flags & bits(attributes) == bits(attributes)
     }
 
     #[test]
     fn qemu_virt_layout() {
-        let (t, _pool) = pool_translation(POOL_PAGES);
+        let mut pool = pool(POOL_PAGES);
+        let mut tables = Tables::new(&mut pool).unwrap();
         let ram = [Region { base: 0x4000_0000, size: 0x4000_0000 }];
         let devices = [
             Region { base: 0x0900_0000, size: 0x1000 },
@@ -187,36 +279,77 @@ mod tests {
             Region { base: 0x080a_0000, size: 0xf6_0000 },
         ];
         let layout = El2Layout { ram: &ram, code: Region { base: 0x4008_0000, size: 0x2_0000 }, devices: &devices };
-        let map = build(t, &layout).unwrap();
-        // RAM: read-write, XN, identity; a 1 GiB block where the code is not.
-        let (pa, flags, _) = lookup(&map, 0x7fff_f000).unwrap();
-        assert_eq!(pa, 0x7fff_f000);
-        assert!(flags.contains(El23Attributes::XN) && !flags.contains(El23Attributes::READ_ONLY));
+        build(&mut tables, &layout).unwrap();
+        // RAM: read-write, XN, identity; 2 MiB blocks beside the code's 2 MiB.
+        let (pa, flags, level) = lookup(&tables, 0x7fff_f000).unwrap();
+        assert_eq!((pa, level), (0x7fff_f000, 2));
+        assert!(has(flags, DATA) && !has(flags, El23Attributes::READ_ONLY));
         // Code: read-only, executable.
-        let (pa, flags, level) = lookup(&map, 0x4009_0000).unwrap();
+        let (pa, flags, level) = lookup(&tables, 0x4009_0000).unwrap();
         assert_eq!((pa, level), (0x4009_0000, 3));
-        assert!(flags.contains(El23Attributes::READ_ONLY) && !flags.contains(El23Attributes::XN));
-        // Just past the code: data again.
-        let (_, flags, _) = lookup(&map, 0x400a_0000).unwrap();
-        assert!(flags.contains(El23Attributes::XN));
-        // Device: attribute index 0, XN.
-        let (pa, flags, _) = lookup(&map, 0x0900_0ffc).unwrap();
+        assert_eq!(flags, bits(CODE) | TABLE_OR_PAGE);
+        // Around the code: data again, in pages.
+        for va in [0x4007_f000, 0x400a_0000, 0x401f_f000] {
+            let (pa, flags, level) = lookup(&tables, va).unwrap();
+            assert_eq!((pa, flags, level), (va, bits(DATA) | TABLE_OR_PAGE, 3));
+        }
+        // Device: attribute index 0, XN; a 2 MiB block in the middle of the GICR window.
+        let (pa, flags, _) = lookup(&tables, 0x0900_0ffc).unwrap();
         assert_eq!(pa, 0x0900_0ffc);
-        assert_eq!(flags & El23Attributes::ATTRIBUTE_INDEX_7, El23Attributes::ATTRIBUTE_INDEX_0);
-        assert!(lookup(&map, 0x0900_1000).is_none());
-        assert!(lookup(&map, 0x1000_0000).is_none());
-        assert!(map.translation().used() < POOL_PAGES);
+        assert!(has(flags, DEVICE));
+        let (pa, flags, level) = lookup(&tables, 0x0820_0004).unwrap();
+        assert_eq!((pa, flags, level), (0x0820_0004, bits(DEVICE), 2));
+        assert_eq!(lookup(&tables, 0x080a_0000).map(|(pa, _, level)| (pa, level)), Some((0x080a_0000, 3)));
+        assert!(lookup(&tables, 0x0809_f000).is_none());
+        assert!(lookup(&tables, 0x0900_1000).is_none());
+        assert!(lookup(&tables, 0x1000_0000).is_none());
+        assert!(lookup(&tables, 0x8000_0000).is_none());
+        // The root; the RAM's level-2 and level-3 (code) tables; the devices' level-2 table and
+        // level-3 tables for 0x0800_0000 (GICD, GICR's start) and 0x0900_0000 (the UART), as
+        // aarch64-paging built it.
+        assert_eq!(tables.used(), 6);
+    }
+
+    /// Every page of a mixed layout maps to itself with the attributes of the last range that
+    /// covers it, whatever blocks were split on the way.
+    #[test]
+    fn every_page_has_the_last_attributes_given() {
+        let ranges: [(u64, u64, El23Attributes); 5] = [
+            (0x4000_0000, 0x8000_0000, DATA),
+            (0x4020_0000, 0x4060_0000, DEVICE),
+            (0x4030_0000, 0x4030_2000, CODE),
+            (0x3fff_f000, 0x4000_1000, CODE),
+            (0x7fe0_0000, 0x8000_0000, DEVICE),
+        ];
+        let mut pool = pool(16);
+        let mut tables = Tables::new(&mut pool).unwrap();
+        for &(start, end, attributes) in &ranges {
+            tables.map(start, end, attributes).unwrap();
+        }
+        for page in (0x3ff0_0000..0x8010_0000u64).step_by(PAGE_SIZE as usize) {
+            let expected = ranges.iter().rev().find(|(s, e, _)| (*s..*e).contains(&page));
+            match (expected, lookup(&tables, page)) {
+                (None, None) => {}
+                (Some(&(_, _, attributes)), Some((pa, flags, _))) => {
+                    assert_eq!(pa, page);
+                    assert_eq!(flags & !TABLE_OR_PAGE, bits(attributes), "page {page:#x}");
+                }
+                (expected, found) => panic!("page {page:#x}: expected {expected:?}, found {found:?}"),
+            }
+        }
     }
 
     #[test]
-    fn pool_exhaustion_is_a_clear_panic() {
-        let (t, _pool) = pool_translation(2);
-        let ram = [Region { base: 0x4000_0000, size: 0x1000 }];
-        let devices = [Region { base: 0x0900_0000, size: 0x1000 }];
-        let layout = El2Layout { ram: &ram, code: Region { base: 0x4000_0000, size: 0x1000 }, devices: &devices };
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = build(t, &layout);
-        }));
-        assert!(result.is_err());
+    fn pool_exhaustion_and_bad_ranges_are_errors() {
+        let mut small = pool(2);
+        let mut tables = Tables::new(&mut small).unwrap();
+        // Level 2 fits, level 3 does not.
+        assert_eq!(tables.map(0x4000_0000, 0x4000_1000, DATA), Err(MapError::PoolExhausted));
+        let mut pool = pool(4);
+        let mut tables = Tables::new(&mut pool).unwrap();
+        assert!(matches!(tables.map(0x1000, 0x1800, DATA), Err(MapError::BadRange { .. })));
+        assert!(matches!(tables.map(0, 2 << VA_BITS, DATA), Err(MapError::BadRange { .. })));
+        assert_eq!(tables.map(0x2000, 0x2000, DATA), Ok(()));
+        assert_eq!(tables.used(), 1);
     }
 }
