@@ -23,10 +23,11 @@
 //! The DTB is input Veil does not control. The walker checks the structure as it reads (every
 //! offset and length against its block, names terminated and text, properties before child
 //! nodes, depth at most [`MAX_DEPTH`]) and never panics; a broken structure is an [`FdtError`]
-//! even where a bad value comes earlier in the tree. The `fdt` crate asserts, unwraps and
-//! slices without bounds checks on a malformed structure block, so other modules that read
-//! device trees with it (the VM package) open them through [`check_fdt`], which accepts exactly
-//! what the walker accepts.
+//! even where a bad value comes earlier in the tree. `FDT_NOP` tokens, which loaders that
+//! delete nodes leave behind (QEMU's raspi4b does), are passed over as libfdt does. The `fdt`
+//! crate asserts, unwraps and slices without bounds checks on a malformed structure block and
+//! on NOPs, so other modules that read device trees with it (the VM package) open them through
+//! [`check_fdt`], which accepts what the walker accepts less the NOPs.
 
 use core::fmt;
 
@@ -34,7 +35,7 @@ use fdt::Fdt;
 
 mod walk;
 
-use walk::{FDT_MAGIC, HEADER_SIZE, Prop, Tree, be_u32_at, be_u64_at, c_string};
+use walk::{FDT_MAGIC, HEADER_SIZE, Nops, Prop, Tree, be_u32_at, be_u64_at, c_string};
 
 /// Most RAM regions Veil records (QEMU virt has 1, a Raspberry Pi 4 up to 3).
 pub const MAX_MEMORY_REGIONS: usize = 8;
@@ -391,10 +392,10 @@ pub fn fdt_total_size(header: &[u8]) -> Option<usize> {
 ///
 /// Accepted is what dtc, libfdt and QEMU write: version 17, every block inside `totalsize`,
 /// properties before child nodes, and no `FDT_NOP` tokens (the crate asserts on those).
-/// [`Platform::from_fdt`] accepts exactly the same trees.
+/// [`Platform::from_fdt`] accepts the same trees and those with NOPs.
 pub fn check_fdt(blob: &[u8]) -> Result<Fdt<'_>, FdtError> {
     let tree = Tree::new(blob)?;
-    walk::walk(&tree, &mut |_| {})?;
+    walk::walk(&tree, Nops::Refuse, &mut |_| {})?;
     Fdt::new(tree.blob).map_err(|_| FdtError::BadLayout("the fdt crate refused the header"))
 }
 
@@ -1097,7 +1098,7 @@ impl<'a> Platform<'a> {
             path: [Level::default(); MAX_DEPTH],
             found,
         };
-        walk::walk(&tree, &mut |node| collector.node(node))?;
+        walk::walk(&tree, Nops::Skip, &mut |node| collector.node(node))?;
         let mut found = collector.found;
         if let Some(e) = found.error {
             return Err(e);
@@ -1595,11 +1596,11 @@ mod tests {
         let blob = Raw::default()
             .begin("")
             .prop("model", b"\xff\xfe\0")
-            .token(FDT_NOP)
+            .token(0x77)
             .end_node()
             .token(FDT_END)
             .blob();
-        assert!(structure_error(&blob).contains("NOP"));
+        assert!(structure_error(&blob).contains("unknown token"));
         let only_the_value = Raw::default()
             .begin("")
             .prop("model", b"\xff\xfe\0")
@@ -1609,7 +1610,8 @@ mod tests {
         assert!(error(&only_the_value).contains("`model` is not a text string"));
     }
 
-    /// `check_fdt` (the VM package's way in) and discovery accept and refuse the same trees.
+    /// `check_fdt` (the VM package's way in) and discovery accept and refuse the same trees,
+    /// but for NOP tokens, which only `check_fdt` refuses.
     #[test]
     fn check_fdt_agrees_with_discovery() {
         for blob in FIXTURES {
@@ -1622,8 +1624,10 @@ mod tests {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let at = (seed >> 33) as usize % copy.len();
                 copy[at] = (seed >> 13) as u8 % 10;
+                let nop = |e: &FdtError| matches!(e, FdtError::BadStructure { problem, .. } if problem.contains("NOP"));
                 match (check_fdt(&copy), Platform::from_fdt(&copy)) {
-                    (Err(a), Err(DiscoveryError::Fdt(b))) => assert_eq!(a, b),
+                    (Err(a), Err(DiscoveryError::Fdt(b))) => assert!(a == b || nop(&a), "{a:?} / {b:?}"),
+                    (Err(a), _) if nop(&a) => {}
                     (Err(a), other) => panic!("check_fdt: {a:?}, discovery: {other:?}"),
                     (Ok(_), Err(DiscoveryError::Fdt(b))) => panic!("only discovery refused: {b:?}"),
                     (Ok(_), _) => {}
@@ -1643,15 +1647,72 @@ mod tests {
         assert_eq!(Platform::from_fdt(&blob).unwrap().model, "raw");
     }
 
+    /// A tree with NOP tokens wherever the format allows them reads like the tree without.
     #[test]
-    fn malformed_structures_are_refused() {
+    fn nop_tokens_are_passed_over() {
+        for blob in FIXTURES {
+            let clean = Platform::from_fdt(blob).unwrap();
+            for every in [1, 2, 7] {
+                let noisy = with_nops(blob, every);
+                assert_eq!(Platform::from_fdt(&noisy).unwrap(), clean, "a NOP every {every} tokens");
+                match check_fdt(&noisy) {
+                    Err(FdtError::BadStructure { problem, .. }) => assert!(problem.contains("NOP")),
+                    other => panic!("check_fdt took NOPs: {:?}", other.err()),
+                }
+            }
+        }
         let nop = Raw::default()
+            .token(FDT_NOP)
             .begin("")
             .token(FDT_NOP)
+            .prop("model", b"m\0")
+            .token(FDT_NOP)
             .end_node()
+            .token(FDT_NOP)
             .token(FDT_END)
             .blob();
-        assert!(structure_error(&nop).contains("NOP"));
+        assert_eq!(Platform::from_fdt(&nop).unwrap().model, "m");
+    }
+
+    /// `blob` with an FDT_NOP token after every `every` tokens of its structure block (and one
+    /// before the first), the header's sizes and offsets adjusted.
+    fn with_nops(blob: &[u8], every: usize) -> Vec<u8> {
+        let word = |at: usize| be_u32_at(blob, at).unwrap() as usize;
+        let (structs_at, strings_at, structs_len, strings_len) = (word(8), word(12), word(36), word(32));
+        let structs = &blob[structs_at..structs_at + structs_len];
+        let mut noisy = FDT_NOP.to_be_bytes().to_vec();
+        let mut at = 0;
+        let mut count = 0;
+        while at < structs.len() {
+            let token = be_u32_at(structs, at).unwrap();
+            let len = match token {
+                FDT_BEGIN_NODE => 4 + (c_string(&structs[at + 4..]).unwrap().len() + 1).next_multiple_of(4),
+                FDT_PROP => 12 + (be_u32_at(structs, at + 4).unwrap() as usize).next_multiple_of(4),
+                _ => 4,
+            };
+            noisy.extend_from_slice(&structs[at..at + len]);
+            at += len;
+            count += 1;
+            if count % every == 0 && token != FDT_END {
+                noisy.extend_from_slice(&FDT_NOP.to_be_bytes());
+            }
+        }
+        let mut out = blob[..structs_at].to_vec();
+        let new_strings_at = structs_at + noisy.len();
+        out.extend_from_slice(&noisy);
+        out.extend_from_slice(&blob[strings_at..strings_at + strings_len]);
+        let set = |out: &mut Vec<u8>, index: usize, value: usize| {
+            out[index * 4..index * 4 + 4].copy_from_slice(&(value as u32).to_be_bytes());
+        };
+        let total = out.len();
+        set(&mut out, 1, total);
+        set(&mut out, 3, new_strings_at);
+        set(&mut out, 9, noisy.len());
+        out
+    }
+
+    #[test]
+    fn malformed_structures_are_refused() {
         let late_prop = Raw::default()
             .begin("")
             .begin("a")

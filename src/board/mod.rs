@@ -6,7 +6,6 @@
 
 pub mod console;
 pub mod discovery;
-pub mod dtb_fixup;
 pub mod drivers;
 pub mod panic;
 pub mod power;

@@ -53,11 +53,9 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     let Some(size) = board::discovery::fdt_total_size(header) else {
         fail(format_args!("x0 = {dtb:#x} does not point to a DTB"));
     };
-    // Loaders that delete nodes leave FDT_NOP tokens, which Veil's readers refuse: squeeze them
-    // out first. SAFETY: the header says the blob is `size` bytes long; nothing else uses it
-    // (it is reserved from the frame allocator below), so Veil may rewrite it in place.
-    let _ = board::dtb_fixup::strip_nops(unsafe { core::slice::from_raw_parts_mut(dtb as *mut u8, size) });
-    // SAFETY: as above; from here on the blob is only read, for Veil's whole life.
+    // SAFETY: the header says the blob is `size` bytes long; it stays untouched for Veil's
+    // whole life (it is reserved from the frame allocator below). Discovery passes over the
+    // FDT_NOP tokens that loaders which delete nodes leave (QEMU's raspi4b).
     let blob: &'static [u8] = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
     // Kept on the stack until the MMU is on: the global cells use atomics, which need caches.
     let discovered = match Platform::from_fdt(blob) {

@@ -120,6 +120,14 @@ impl<'a> Tree<'a> {
     pub fn find(&self, span: Span, name: &str) -> Option<&'a [u8]> {
         let mut at = span.start;
         while at < span.end {
+            match be_u32_at(self.structs, at)? {
+                FDT_PROP => {}
+                FDT_NOP => {
+                    at += 4;
+                    continue;
+                }
+                _ => return None,
+            }
             let len = be_u32_at(self.structs, at + 4)? as usize;
             let name_at = be_u32_at(self.structs, at + 8)? as usize;
             let value = self.structs.get(at + 12..(at + 12).checked_add(len)?)?;
@@ -378,11 +386,23 @@ impl<'a> Block<'a> for Aligned<'a> {
     }
 }
 
+/// What [`walk`] does with `FDT_NOP` tokens, which the format allows anywhere between tokens.
+/// Loaders that delete nodes or properties leave them (QEMU's raspi4b does, and so may U-Boot
+/// and firmware).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Nops {
+    /// Pass over them, as libfdt does: discovery reads the host's DTB as the loader left it.
+    Skip,
+    /// Refuse the tree: the `fdt` crate asserts on them (`check_fdt`).
+    Refuse,
+}
+
 /// Walks the structure block once, checking it, and calls `visit` with every node in tree
 /// order (a node before its children), each once its properties are known. The visitor may
 /// have been called for the nodes before an error; the error is what counts.
 pub(super) fn walk<'a>(
     tree: &Tree<'a>,
+    nops: Nops,
     visit: &mut impl FnMut(&Node<'_, 'a>),
 ) -> Result<(), FdtError> {
     // SAFETY: any four bytes are a valid u32; `align_to` only reinterprets the aligned middle.
@@ -392,15 +412,16 @@ pub(super) fn walk<'a>(
             bytes: tree.structs,
             words,
         };
-        walk_block(block, tree.strings, visit)
+        walk_block(block, tree.strings, nops, visit)
     } else {
-        walk_block(Unaligned(tree.structs), tree.strings, visit)
+        walk_block(Unaligned(tree.structs), tree.strings, nops, visit)
     }
 }
 
 fn walk_block<'a>(
     structs: impl Block<'a>,
     strings: &'a [u8],
+    nops: Nops,
     visit: &mut impl FnMut(&Node<'_, 'a>),
 ) -> Result<(), FdtError> {
     let len = structs.bytes().len();
@@ -471,9 +492,6 @@ fn walk_block<'a>(
                 if (depth == 0) != found.is_empty() {
                     return Err(bad(name_at, "only the root node may have an empty name"));
                 }
-                if depth == 0 && at != 0 {
-                    return Err(bad(at, "there is more than one root node"));
-                }
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Err(FdtError::TooDeep);
@@ -505,12 +523,17 @@ fn walk_block<'a>(
                 props_allowed = false;
                 at += 4;
                 if depth == 0 {
+                    // The walk ends at the root's end (a second root is an error here).
+                    while nops == Nops::Skip && structs.word(at) == Some(FDT_NOP) {
+                        at += 4;
+                    }
                     return match structs.word(at) {
                         Some(FDT_END) => Ok(()),
                         _ => Err(bad(at, "the root node is not followed by the end marker")),
                     };
                 }
             }
+            FDT_NOP if nops == Nops::Skip => at += 4,
             FDT_NOP => {
                 return Err(bad(
                     at,
