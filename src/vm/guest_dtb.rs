@@ -14,7 +14,7 @@ mod writer;
 use alloc::vec::Vec;
 use core::fmt;
 
-use writer::{Name, Writer};
+use writer::{Name, Writer, text};
 
 use super::virtual_board::{
     APB_PCLK_HZ, GICC_BASE, GICC_SIZE, GICD_BASE, GICD_SIZE, GICR_BASE, GICV2_MAX_VCPUS,
@@ -144,14 +144,14 @@ pub fn build(cfg: &GuestDtbConfig) -> Result<Vec<u8>, GuestDtbError> {
     // About 1,500 words for one vCPU and no bootargs; each vCPU adds 20.
     let words = 1600 + 20 * cpu_regs.len() + cfg.bootargs.len() / 4;
     let mut fdt = Writer::with_capacity(words);
-    fdt.begin_node("");
+    fdt.begin_node(text!(""));
     fdt.u32(Name::InterruptParent, GIC_PHANDLE);
     // Guest RAM is ordinary cacheable memory and Veil's emulated devices see it coherently.
     fdt.null(Name::DmaCoherent);
-    fdt.string(Name::Model, "linux,dummy-virt");
+    fdt.text(Name::Model, text!("linux,dummy-virt"));
     fdt.u32(Name::SizeCells, 2);
     fdt.u32(Name::AddressCells, 2);
-    fdt.string(Name::Compatible, "linux,dummy-virt");
+    fdt.text(Name::Compatible, text!("linux,dummy-virt"));
 
     write_psci(&mut fdt);
     write_memory(&mut fdt, cfg.ram_size);
@@ -166,15 +166,15 @@ pub fn build(cfg: &GuestDtbConfig) -> Result<Vec<u8>, GuestDtbError> {
     // "/pl011@9000000", which `/chosen/stdout-path` and `/aliases/serial0` name.
     let mut digits = [0; 16];
     let uart: [&[u8]; 2] = [b"/pl011@", writer::hex(PL011_BASE, &mut digits)];
-    fdt.begin_node("aliases");
-    fdt.string_of(Name::Serial0, &uart);
+    fdt.begin_node(text!("aliases"));
+    fdt.string(Name::Serial0, &uart);
     fdt.end_node();
 
-    fdt.begin_node("chosen");
+    fdt.begin_node(text!("chosen"));
     if !cfg.bootargs.is_empty() {
-        fdt.string(Name::Bootargs, cfg.bootargs);
+        fdt.string(Name::Bootargs, &[cfg.bootargs.as_bytes()]);
     }
-    fdt.string_of(Name::StdoutPath, &uart);
+    fdt.string(Name::StdoutPath, &uart);
     if let Some((start, end)) = cfg.initrd {
         // Two cells each, following the root's #address-cells, as QEMU writes them.
         fdt.u64(Name::InitrdStart, start);
@@ -222,43 +222,40 @@ fn cpu_regs(mpidrs: &[u64], gic: GicModel) -> Result<Vec<u64>, GuestDtbError> {
 }
 
 fn write_psci(fdt: &mut Writer) {
-    fdt.begin_node("psci");
+    fdt.begin_node(text!("psci"));
     for (name, id) in PSCI_0_1_FUNCTIONS {
         fdt.u32(name, id);
     }
     // Veil answers PSCI itself at EL2; a guest's SMC would go to the host's firmware.
-    fdt.string(Name::Method, "hvc");
-    fdt.strings_list(
-        Name::Compatible,
-        &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"],
-    );
+    fdt.text(Name::Method, text!("hvc"));
+    fdt.text(Name::Compatible, text!("arm,psci-1.0\0arm,psci-0.2\0arm,psci"));
     fdt.end_node();
 }
 
 fn write_memory(fdt: &mut Writer, ram_size: u64) {
-    fdt.begin_node_at("memory", RAM_BASE);
+    fdt.begin_node_at(text!("memory"), RAM_BASE);
     fdt.u64s(Name::Reg, &[RAM_BASE, ram_size]);
-    fdt.string(Name::DeviceType, "memory");
+    fdt.text(Name::DeviceType, text!("memory"));
     fdt.end_node();
 }
 
 fn write_cpus(fdt: &mut Writer, regs: &[u64]) {
     // One address cell is enough, and what QEMU uses, until some vCPU has a non-zero Aff3.
     let two_cells = regs.iter().any(|r| r >> 32 != 0);
-    fdt.begin_node("cpus");
+    fdt.begin_node(text!("cpus"));
     fdt.u32(Name::SizeCells, 0);
     fdt.u32(Name::AddressCells, if two_cells { 2 } else { 1 });
     for &reg in regs {
-        fdt.begin_node_at("cpu", reg);
+        fdt.begin_node_at(text!("cpu"), reg);
         if two_cells {
             fdt.u64(Name::Reg, reg);
         } else {
             fdt.u32(Name::Reg, reg as u32);
         }
-        fdt.string(Name::EnableMethod, "psci");
+        fdt.text(Name::EnableMethod, text!("psci"));
         // The generic binding value: the vCPU is whatever the host core is, less what Veil hides.
-        fdt.string(Name::Compatible, "arm,arm-v8");
-        fdt.string(Name::DeviceType, "cpu");
+        fdt.text(Name::Compatible, text!("arm,arm-v8"));
+        fdt.text(Name::DeviceType, text!("cpu"));
         fdt.end_node();
     }
     fdt.end_node();
@@ -275,7 +272,7 @@ fn write_timer(fdt: &mut Writer, gic: GicModel, nr_vcpus: usize) {
         }
         GicModel::V3 => IRQ_TYPE_LEVEL_HIGH,
     };
-    fdt.begin_node("timer");
+    fdt.begin_node(text!("timer"));
     // Order fixed by the arm,armv8-timer binding: secure phys, NS phys, virt, hyp phys.
     let mut cells = [0; 12];
     let intids = [
@@ -290,17 +287,17 @@ fn write_timer(fdt: &mut Writer, gic: GicModel, nr_vcpus: usize) {
     fdt.u32s(Name::Interrupts, &cells);
     // The counter keeps running in every power state Veil gives a vCPU.
     fdt.null(Name::AlwaysOn);
-    fdt.strings_list(Name::Compatible, &["arm,armv8-timer", "arm,armv7-timer"]);
+    fdt.text(Name::Compatible, text!("arm,armv8-timer\0arm,armv7-timer"));
     fdt.end_node();
 }
 
 fn write_gic(fdt: &mut Writer, gic: GicModel, nr_vcpus: usize) -> Result<(), GuestDtbError> {
-    fdt.begin_node_at("intc", GICD_BASE);
+    fdt.begin_node_at(text!("intc"), GICD_BASE);
     fdt.u32(Name::Phandle, GIC_PHANDLE);
     match gic {
         GicModel::V2 => {
             fdt.u64s(Name::Reg, &[GICD_BASE, GICD_SIZE, GICC_BASE, GICC_SIZE]);
-            fdt.string(Name::Compatible, "arm,cortex-a15-gic");
+            fdt.text(Name::Compatible, text!("arm,cortex-a15-gic"));
         }
         GicModel::V3 => {
             // One redistributor per vCPU rather than QEMU's whole 123-frame window, so the
@@ -311,7 +308,7 @@ fn write_gic(fdt: &mut Writer, gic: GicModel, nr_vcpus: usize) -> Result<(), Gue
             })?;
             fdt.u64s(Name::Reg, &[GICD_BASE, GICD_SIZE, GICR_BASE, gicr]);
             fdt.u32(Name::RedistributorRegions, 1);
-            fdt.string(Name::Compatible, "arm,gic-v3");
+            fdt.text(Name::Compatible, text!("arm,gic-v3"));
         }
     }
     fdt.null(Name::InterruptController);
@@ -324,34 +321,34 @@ fn write_gic(fdt: &mut Writer, gic: GicModel, nr_vcpus: usize) -> Result<(), Gue
 }
 
 fn write_apb_pclk(fdt: &mut Writer) {
-    fdt.begin_node("apb-pclk");
+    fdt.begin_node(text!("apb-pclk"));
     fdt.u32(Name::Phandle, APB_PCLK_PHANDLE);
-    fdt.string(Name::ClockOutputNames, "clk24mhz");
+    fdt.text(Name::ClockOutputNames, text!("clk24mhz"));
     fdt.u32(Name::ClockFrequency, APB_PCLK_HZ);
     fdt.u32(Name::ClockCells, 0);
-    fdt.string(Name::Compatible, "fixed-clock");
+    fdt.text(Name::Compatible, text!("fixed-clock"));
     fdt.end_node();
 }
 
 fn write_pl011(fdt: &mut Writer) {
-    fdt.begin_node_at("pl011", PL011_BASE);
+    fdt.begin_node_at(text!("pl011"), PL011_BASE);
     // The AMBA bus enables `apb_pclk` before reading the PrimeCell ID, and the pl011 driver
     // takes its baud-rate clock from `uartclk`: without both the UART never probes.
-    fdt.strings_list(Name::ClockNames, &["uartclk", "apb_pclk"]);
+    fdt.text(Name::ClockNames, text!("uartclk\0apb_pclk"));
     fdt.u32s(Name::Clocks, &[APB_PCLK_PHANDLE, APB_PCLK_PHANDLE]);
     fdt.u32s(Name::Interrupts, &[GIC_SPI, PL011_SPI, IRQ_TYPE_LEVEL_HIGH]);
     fdt.u64s(Name::Reg, &[PL011_BASE, PL011_SIZE]);
-    fdt.strings_list(Name::Compatible, &["arm,pl011", "arm,primecell"]);
+    fdt.text(Name::Compatible, text!("arm,pl011\0arm,primecell"));
     fdt.end_node();
 }
 
 fn write_pl031(fdt: &mut Writer) {
-    fdt.begin_node_at("pl031", PL031_BASE);
-    fdt.string(Name::ClockNames, "apb_pclk");
+    fdt.begin_node_at(text!("pl031"), PL031_BASE);
+    fdt.text(Name::ClockNames, text!("apb_pclk"));
     fdt.u32(Name::Clocks, APB_PCLK_PHANDLE);
     fdt.u32s(Name::Interrupts, &[GIC_SPI, PL031_SPI, IRQ_TYPE_LEVEL_HIGH]);
     fdt.u64s(Name::Reg, &[PL031_BASE, PL031_SIZE]);
-    fdt.strings_list(Name::Compatible, &["arm,pl031", "arm,primecell"]);
+    fdt.text(Name::Compatible, text!("arm,pl031\0arm,primecell"));
     fdt.end_node();
 }
 
@@ -362,12 +359,12 @@ fn write_virtio_mmio(fdt: &mut Writer) {
         let Some(base) = virtio_mmio_slot_base(slot) else {
             break;
         };
-        fdt.begin_node_at("virtio_mmio", base);
+        fdt.begin_node_at(text!("virtio_mmio"), base);
         fdt.null(Name::DmaCoherent);
         let spi = VIRTIO_MMIO_FIRST_SPI + slot;
         fdt.u32s(Name::Interrupts, &[GIC_SPI, spi, IRQ_TYPE_EDGE_RISING]);
         fdt.u64s(Name::Reg, &[base, VIRTIO_MMIO_SLOT_SIZE]);
-        fdt.string(Name::Compatible, "virtio,mmio");
+        fdt.text(Name::Compatible, text!("virtio,mmio"));
         fdt.end_node();
     }
 }
@@ -987,3 +984,4 @@ mod tests {
         }
     }
 }
+

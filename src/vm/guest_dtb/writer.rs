@@ -5,8 +5,9 @@
 //! writing one guest DTB cost about 200,000 instructions, a large part of Veil's boot. Here the
 //! property names are a closed set, [`Name`], each put in the strings block on its first use
 //! and found again by its index; the structure block is built as 32-bit words (every token,
-//! length and padded value in a DTB is word-aligned), with unit addresses written as hex
-//! digits in place; and the finished blob is copied out once. What comes out is the same
+//! length and padded value in a DTB is word-aligned); the fixed strings (node names,
+//! `compatible` lists) are packed into such words at compile time ([`text!`]), unit addresses
+//! are written as hex digits in place, and the finished blob is copied out once. What comes out is the same
 //! version-17 DTB with the blocks in the usual order (header, empty reservation list,
 //! structure, strings).
 //!
@@ -80,6 +81,47 @@ names! {
 /// Not yet in the strings block.
 const ABSENT: u32 = u32::MAX;
 
+/// A string packed at compile time into structure-block words: its bytes, a NUL, zero padding.
+#[derive(Clone, Copy)]
+pub(super) struct Text {
+    pub words: &'static [u32],
+    /// Bytes, without the NUL.
+    pub len: usize,
+}
+
+/// Packs `bytes` and a NUL into `N` words in memory order (`N` = `bytes.len() / 4 + 1`).
+pub(super) const fn pack<const N: usize>(bytes: &[u8]) -> [u32; N] {
+    let mut words = [0u32; N];
+    let mut i = 0;
+    while i < N {
+        let mut chunk = [0u8; 4];
+        let mut j = 0;
+        while j < 4 {
+            if i * 4 + j < bytes.len() {
+                chunk[j] = bytes[i * 4 + j];
+            }
+            j += 1;
+        }
+        words[i] = u32::from_ne_bytes(chunk);
+        i += 1;
+    }
+    words
+}
+
+/// A [`Text`] of a string literal (a list is written with `\0` between its strings).
+macro_rules! text {
+    ($s:expr) => {{
+        const S: &str = $s;
+        const N: usize = S.len() / 4 + 1;
+        const WORDS: [u32; N] = $crate::vm::guest_dtb::writer::pack::<N>(S.as_bytes());
+        $crate::vm::guest_dtb::writer::Text {
+            words: &WORDS,
+            len: S.len(),
+        }
+    }};
+}
+pub(super) use text;
+
 pub(super) struct Writer {
     /// The structure block, each word stored in the DTB's byte order (big-endian).
     structs: Vec<u32>,
@@ -100,28 +142,36 @@ impl Writer {
         }
     }
 
+    #[inline]
     fn word(&mut self, value: u32) {
         self.structs.push(value.to_be());
     }
 
     /// A node named `name`; the root's name is "".
-    pub fn begin_node(&mut self, name: &str) {
+    pub fn begin_node(&mut self, name: Text) {
         self.word(FDT_BEGIN_NODE);
-        let mut text = Packer::new(&mut self.structs);
-        text.bytes(name.as_bytes());
-        text.finish_string();
+        self.structs.extend_from_slice(name.words);
         self.depth += 1;
     }
 
     /// A node named `name@<unit in hex>`, as device nodes are.
-    pub fn begin_node_at(&mut self, name: &str, unit: u64) {
+    pub fn begin_node_at(&mut self, name: Text, unit: u64) {
         self.word(FDT_BEGIN_NODE);
-        let mut digits = [0; 16];
-        let mut text = Packer::new(&mut self.structs);
-        text.bytes(name.as_bytes());
-        text.bytes(b"@");
-        text.bytes(hex(unit, &mut digits));
-        text.finish_string();
+        let whole = name.len / 4;
+        self.structs.extend_from_slice(&name.words[..whole]);
+        // The name's last, partial word (its unused bytes are zero) goes on with the rest.
+        let mut text = Packer {
+            out: &mut self.structs,
+            word: u32::from_le(name.words[whole]),
+            used: name.len % 4,
+        };
+        text.byte(b'@');
+        let digits = (64 - (unit | 1).leading_zeros()).div_ceil(4);
+        for digit in (0..digits).rev() {
+            text.byte(b"0123456789abcdef"[(unit >> (digit * 4)) as usize & 0xf]);
+        }
+        text.byte(0);
+        text.finish();
         self.depth += 1;
     }
 
@@ -131,8 +181,9 @@ impl Writer {
         self.word(FDT_END_NODE);
     }
 
-    /// The property header; the length word is patched by [`Self::end_prop`].
-    fn begin_prop(&mut self, name: Name) -> usize {
+    /// The property header, for a value of `len` bytes that the caller writes next.
+    #[inline]
+    fn begin_prop(&mut self, name: Name, len: usize) {
         let mut offset = self.offsets[name as usize];
         if offset == ABSENT {
             offset = self.strings.len() as u32;
@@ -141,19 +192,13 @@ impl Writer {
             self.offsets[name as usize] = offset;
         }
         self.word(FDT_PROP);
-        let len_at = self.structs.len();
-        self.word(0);
+        self.word(len as u32);
         self.word(offset);
-        len_at
-    }
-
-    fn end_prop(&mut self, len_at: usize, len: usize) {
-        self.structs[len_at] = (len as u32).to_be();
     }
 
     /// A property with no value (a flag).
     pub fn null(&mut self, name: Name) {
-        self.begin_prop(name);
+        self.begin_prop(name, 0);
     }
 
     pub fn u32(&mut self, name: Name, value: u32) {
@@ -161,11 +206,10 @@ impl Writer {
     }
 
     pub fn u32s(&mut self, name: Name, values: &[u32]) {
-        let len_at = self.begin_prop(name);
+        self.begin_prop(name, values.len() * 4);
         for &value in values {
             self.word(value);
         }
-        self.end_prop(len_at, values.len() * 4);
     }
 
     pub fn u64(&mut self, name: Name, value: u64) {
@@ -173,41 +217,32 @@ impl Writer {
     }
 
     pub fn u64s(&mut self, name: Name, values: &[u64]) {
-        let len_at = self.begin_prop(name);
+        self.begin_prop(name, values.len() * 8);
         for &value in values {
             self.word((value >> 32) as u32);
             self.word(value as u32);
         }
-        self.end_prop(len_at, values.len() * 8);
     }
 
-    /// A string; the caller has checked it holds no NUL.
-    pub fn string(&mut self, name: Name, value: &str) {
-        self.strings_list(name, &[value]);
+    /// A string (or a string list written with `\0` between its strings) known when Veil is
+    /// built.
+    pub fn text(&mut self, name: Name, value: Text) {
+        self.begin_prop(name, value.len + 1);
+        self.structs.extend_from_slice(value.words);
     }
 
-    /// A string list: each string NUL-terminated, one after the other.
-    pub fn strings_list(&mut self, name: Name, values: &[&str]) {
-        let len_at = self.begin_prop(name);
-        let mut text = Packer::new(&mut self.structs);
-        for value in values {
-            text.bytes(value.as_bytes());
-            text.bytes(&[0]);
-        }
-        let len = text.finish();
-        self.end_prop(len_at, len);
-    }
-
-    /// A string made of `parts` one after the other, e.g. a path with a unit address.
-    pub fn string_of(&mut self, name: Name, parts: &[&[u8]]) {
-        let len_at = self.begin_prop(name);
+    /// A string made of `parts` one after the other; the caller has checked it holds no NUL.
+    pub fn string(&mut self, name: Name, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.begin_prop(name, len + 1);
         let mut text = Packer::new(&mut self.structs);
         for part in parts {
-            text.bytes(part);
+            for &byte in *part {
+                text.byte(byte);
+            }
         }
-        text.bytes(&[0]);
-        let len = text.finish();
-        self.end_prop(len_at, len);
+        text.byte(0);
+        text.finish();
     }
 
     /// The finished DTB.
@@ -265,59 +300,39 @@ pub(super) fn hex(mut value: u64, buf: &mut [u8; 16]) -> &[u8] {
     &buf[at..]
 }
 
-/// Packs bytes into structure-block words, zero-padding the last.
+/// Packs bytes into structure-block words, a byte at a time into a register.
 struct Packer<'w> {
     out: &'w mut Vec<u32>,
-    word: [u8; 4],
+    /// The word being filled, its first byte in the low bits.
+    word: u32,
     used: usize,
-    len: usize,
 }
 
 impl<'w> Packer<'w> {
     fn new(out: &'w mut Vec<u32>) -> Self {
         Self {
             out,
-            word: [0; 4],
+            word: 0,
             used: 0,
-            len: 0,
         }
     }
 
-    fn bytes(&mut self, bytes: &[u8]) {
-        self.len += bytes.len();
-        let mut rest = bytes;
-        if self.used == 0 {
-            let mut words = rest.chunks_exact(4);
-            for chunk in &mut words {
-                self.out
-                    .push(u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
-            }
-            rest = words.remainder();
-        }
-        for &byte in rest {
-            self.word[self.used] = byte;
-            self.used += 1;
-            if self.used == 4 {
-                self.out.push(u32::from_ne_bytes(self.word));
-                self.used = 0;
-            }
+    #[inline]
+    fn byte(&mut self, byte: u8) {
+        self.word |= (byte as u32) << (8 * self.used);
+        self.used += 1;
+        if self.used == 4 {
+            self.out.push(self.word.to_le());
+            self.word = 0;
+            self.used = 0;
         }
     }
 
-    /// Ends a node name: its NUL, then padding.
-    fn finish_string(mut self) {
-        self.bytes(&[0]);
-        self.finish();
-    }
-
-    /// Pads the last word; returns how many bytes were packed (the padding not counted).
-    fn finish(self) -> usize {
+    /// Pads and writes the last word.
+    fn finish(self) {
         if self.used > 0 {
-            let mut word = self.word;
-            word[self.used..].fill(0);
-            self.out.push(u32::from_ne_bytes(word));
+            self.out.push(self.word.to_le());
         }
-        self.len
     }
 }
 
@@ -335,9 +350,20 @@ mod tests {
     }
 
     #[test]
+    fn texts_are_packed_with_their_nul() {
+        let t = text!("abcd");
+        assert_eq!(t.len, 4);
+        assert_eq!(t.words, [u32::from_ne_bytes(*b"abcd"), 0]);
+        let t = text!("virtio,mmio");
+        assert_eq!(t.words.len(), 3);
+        assert_eq!(t.words[2], u32::from_ne_bytes(*b"mio\0"));
+        assert_eq!(text!("").words, [0]);
+    }
+
+    #[test]
     fn names_are_stored_once_in_first_use_order() {
         let mut w = Writer::with_capacity(0);
-        w.begin_node("");
+        w.begin_node(text!(""));
         w.u32(Name::SizeCells, 2);
         w.null(Name::DmaCoherent);
         w.u32(Name::SizeCells, 1);
@@ -347,32 +373,48 @@ mod tests {
         assert_eq!(&dtb[strings_at..], b"#size-cells\0dma-coherent\0");
     }
 
-    /// Strings of every length pad to the next word; the blob parses back.
+    /// Node names and strings of every length pad to the next word; the blob parses back.
     #[test]
     fn strings_and_names_of_every_length() {
+        const NAMES: [Text; 9] = [
+            text!("a"),
+            text!("ab"),
+            text!("abc"),
+            text!("abcd"),
+            text!("abcde"),
+            text!("abcdef"),
+            text!("abcdefg"),
+            text!("abcdefgh"),
+            text!("abcdefghi"),
+        ];
         let text = "abcdefghij";
+        let units = [0, 1, 0xf, 0x10, 0xabc, 0x900_0000, 0x1_0000_0000, u64::MAX];
         let mut w = Writer::with_capacity(0);
-        w.begin_node("");
-        for n in 0..=text.len() {
-            w.begin_node_at(&text[..n.max(1)], n as u64);
-            w.string(Name::Model, &text[..n]);
-            w.strings_list(Name::Compatible, &[&text[..n], "x"]);
-            w.string_of(Name::StdoutPath, &[b"/a@", text[..n].as_bytes()]);
-            w.end_node();
+        w.begin_node(text!(""));
+        for (i, name) in NAMES.iter().enumerate() {
+            for &unit in &units {
+                w.begin_node_at(*name, unit);
+                w.string(Name::Model, &[text[..i].as_bytes()]);
+                w.string(Name::StdoutPath, &[b"/a@", text[..i].as_bytes()]);
+                w.text(Name::Compatible, text!("x\0yz"));
+                w.end_node();
+            }
         }
         w.end_node();
         let dtb = w.finish(3);
         let fdt = fdt::Fdt::new(&dtb).unwrap();
         assert_eq!(fdt.total_size(), dtb.len());
-        for n in 0..=text.len() {
-            let node = fdt
-                .find_node(&alloc::format!("/{}@{n:x}", &text[..n.max(1)]))
-                .unwrap();
-            assert_eq!(node.property("model").unwrap().as_str(), Some(&text[..n]));
-            let list: Vec<&str> = node.compatible().unwrap().all().collect();
-            assert_eq!(list, [&text[..n], "x"]);
-            let path = node.property("stdout-path").unwrap().value;
-            assert_eq!(path, alloc::format!("/a@{}\0", &text[..n]).as_bytes());
+        for i in 0..NAMES.len() {
+            for &unit in &units {
+                let path = alloc::format!("/{}@{unit:x}", &text[..=i]);
+                let node = fdt.find_node(&path).unwrap_or_else(|| panic!("{path}"));
+                assert_eq!(node.name, &path[1..]);
+                assert_eq!(node.property("model").unwrap().as_str(), Some(&text[..i]));
+                let list: Vec<&str> = node.compatible().unwrap().all().collect();
+                assert_eq!(list, ["x", "yz"]);
+                let stdout = node.property("stdout-path").unwrap().value;
+                assert_eq!(stdout, alloc::format!("/a@{}\0", &text[..i]).as_bytes());
+            }
         }
         assert_eq!(u32::from_be_bytes(dtb[28..32].try_into().unwrap()), 3);
     }
