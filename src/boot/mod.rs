@@ -300,13 +300,15 @@ fn create_vms(platform: &Platform) {
             return;
         }
     };
+    // Each VM's entry is read once (the fdt crate rescans a node for every property it is asked).
+    let specs: alloc::vec::Vec<_> = package.vms().collect();
     let host = HostInfo {
         id_regs: read_host_id_regs(),
         gic: match platform.gic.as_ref().map(|g| g.version) {
             Some(GicVersion::V2) => GuestGic::V2,
             _ => GuestGic::V3,
         },
-        shared_console: package.vms().count() > 1,
+        shared_console: specs.len() > 1,
         wall_clock: host_wall_clock(),
         gicv: platform.gic.as_ref().and_then(|g| g.virtual_cpu_interface),
         ram: platform.memory.as_slice().to_vec(),
@@ -319,7 +321,6 @@ fn create_vms(platform: &Platform) {
         },
         own_spis: platform.uart.and_then(|u| u.intid).into_iter().collect(),
     };
-    let specs: alloc::vec::Vec<_> = package.vms().collect();
     let counts: alloc::vec::Vec<usize> = specs.iter().map(|s| s.as_ref().map_or(0, |s| s.cpus as usize)).collect();
     let cpus = platform.cpus.len().min(cpu::MAX_CPUS);
     let placements = vm::placement::place(&counts, cpus);
