@@ -142,9 +142,8 @@ impl<'p> Tables<'p> {
             if level == 3 {
                 // Pages, to the range's end or the table's, in one loop (`va`, `end` are page
                 // aligned, so `whole` is at least 1).
-                for (i, slot) in self.pool[table].0[index..index + whole].iter_mut().enumerate() {
-                    *slot = (va + i as u64 * size) | attributes | TABLE_OR_PAGE;
-                }
+                let pages = &mut self.pool[table].0[index..index + whole];
+                fill(pages, va | attributes | TABLE_OR_PAGE, size);
                 va += whole as u64 * size;
                 continue;
             }
@@ -155,9 +154,7 @@ impl<'p> Tables<'p> {
             if va == entry_start && whole > 0 && !is_table {
                 // Blocks, as many as the range covers whole in this table. (A block over a table
                 // would leak the table; the few ranges Veil maps never need that.)
-                for (i, slot) in self.pool[table].0[index..index + whole].iter_mut().enumerate() {
-                    *slot = (va + i as u64 * size) | attributes;
-                }
+                fill(&mut self.pool[table].0[index..index + whole], va | attributes, size);
                 va += whole as u64 * size;
                 continue;
             }
@@ -170,10 +167,7 @@ impl<'p> Tables<'p> {
                     // A block being split: the new table maps the same memory the same way.
                     let (base, flags) = (descriptor & ADDRESS_MASK, descriptor & !ADDRESS_MASK);
                     let kind = if level + 1 == 3 { TABLE_OR_PAGE } else { 0 };
-                    let step = level_size(level + 1);
-                    for (i, slot) in self.pool[sub].0.iter_mut().enumerate() {
-                        *slot = (base + i as u64 * step) | flags | kind;
-                    }
+                    fill(&mut self.pool[sub].0, base | flags | kind, level_size(level + 1));
                 }
                 self.pool[table].0[index] = self.address(sub) | VALID | TABLE_OR_PAGE;
                 sub
@@ -183,6 +177,16 @@ impl<'p> Tables<'p> {
             va = chunk_end;
         }
         Ok(())
+    }
+}
+
+/// Writes descriptors `first`, `first + step`, ... into `slots` (the address field counts up;
+/// the attribute bits stay as they are, the addresses being aligned to `step`).
+fn fill(slots: &mut [u64], first: u64, step: u64) {
+    let mut descriptor = first;
+    for slot in slots {
+        *slot = descriptor;
+        descriptor += step;
     }
 }
 
