@@ -9,7 +9,37 @@ pub const HEAP_SIZE: u64 = 16 << 20;
 
 #[cfg(not(test))]
 #[global_allocator]
-static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::LockedHeap::new();
+static HEAP: Heap = Heap(buddy_system_allocator::LockedHeap::new());
+
+/// The buddy allocator, with zeroed allocations (page-sized translation tables among them)
+/// cleared by `memory::bulk` in 64-byte blocks rather than by the strict-align `memset`.
+struct Heap(buddy_system_allocator::LockedHeap<32>);
+
+// SAFETY: every call is the buddy allocator's own; alloc_zeroed only adds zeroing the block it
+// returns, which is the caller's to use.
+unsafe impl core::alloc::GlobalAlloc for Heap {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.0.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: core::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded; a non-null result is `layout.size()` bytes of heap (Normal memory)
+        // that nothing else uses.
+        unsafe {
+            let block = self.0.alloc(layout);
+            if !block.is_null() {
+                super::bulk::zero(block, layout.size());
+            }
+            block
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+}
 
 /// Hands `[base, base + HEAP_SIZE)` to the global allocator.
 ///
@@ -19,7 +49,7 @@ pub unsafe fn init(base: u64) {
     #[cfg(not(test))]
     // SAFETY: the caller gives unused, mapped RAM for the heap's exclusive use.
     unsafe {
-        HEAP.lock().init(base as usize, HEAP_SIZE as usize);
+        HEAP.0.lock().init(base as usize, HEAP_SIZE as usize);
     }
     #[cfg(test)]
     let _ = base;
