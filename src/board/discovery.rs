@@ -482,17 +482,21 @@ impl Kinds {
     const PL011: Kinds = Kinds(1 << 4);
     const PL031: Kinds = Kinds(1 << 5);
 
-    /// What any string of a `compatible` value names, in one pass over it.
+    /// What any string of a `compatible` value names, in one pass over it. Every name looked
+    /// for starts with "arm,", which most strings (virtio, vendors') fail at once.
     fn of(compatible: &[u8]) -> Kinds {
         let mut kinds = 0;
         for name in compatible.split(|&b| b == 0) {
+            let Some((b"arm,", name)) = name.split_first_chunk::<4>() else {
+                continue;
+            };
             kinds |= match name {
-                b"arm,gic-400" | b"arm,cortex-a15-gic" | b"arm,cortex-a7-gic" => Self::GIC_V2.0,
-                b"arm,gic-v3" => Self::GIC_V3.0,
-                b"arm,armv8-timer" | b"arm,armv7-timer" => Self::TIMER.0,
-                b"arm,psci-1.0" | b"arm,psci-0.2" | b"arm,psci" => Self::PSCI.0,
-                b"arm,pl011" => Self::PL011.0,
-                b"arm,pl031" => Self::PL031.0,
+                b"gic-400" | b"cortex-a15-gic" | b"cortex-a7-gic" => Self::GIC_V2.0,
+                b"gic-v3" => Self::GIC_V3.0,
+                b"armv8-timer" | b"armv7-timer" => Self::TIMER.0,
+                b"psci-1.0" | b"psci-0.2" | b"psci" => Self::PSCI.0,
+                b"pl011" => Self::PL011.0,
+                b"pl031" => Self::PL031.0,
                 _ => 0,
             };
         }
@@ -507,12 +511,20 @@ impl Kinds {
 /// One node on the path from the root to the node being looked at: what its children need.
 #[derive(Clone, Copy, Default)]
 struct Level<'a> {
-    name: &'a str,
+    /// `None` only in the unused entries (so that the path array starts as zeros); read
+    /// through [`Level::name`].
+    name: Option<&'a str>,
     address_cells: Option<&'a [u8]>,
     size_cells: Option<&'a [u8]>,
     ranges: Option<&'a [u8]>,
     /// Only read for `/cpus`, whose CPUs inherit it.
     enable_method: Option<&'a [u8]>,
+}
+
+impl<'a> Level<'a> {
+    fn name(&self) -> &'a str {
+        self.name.unwrap_or("")
+    }
 }
 
 /// The `#address-cells` / `#size-cells` a node declares for its children.
@@ -526,8 +538,8 @@ impl Cells {
     /// The defaults when a node says nothing are the spec's: 2 address cells, 1 size cell.
     fn of<'a>(node: &Level<'a>) -> Result<Self, DiscoveryError<'a>> {
         Ok(Self {
-            address: u32_value(node.name, "#address-cells", node.address_cells)?.unwrap_or(2),
-            size: u32_value(node.name, "#size-cells", node.size_cells)?.unwrap_or(1),
+            address: u32_value(node.name(), "#address-cells", node.address_cells)?.unwrap_or(2),
+            size: u32_value(node.name(), "#size-cells", node.size_cells)?.unwrap_or(1),
         })
     }
 
@@ -536,14 +548,14 @@ impl Cells {
         let cells = Self::of(node)?;
         if cells.address == 0 || cells.address > 2 {
             return Err(bad(
-                node.name,
+                node.name(),
                 "#address-cells",
                 "is not 1 or 2, so Veil cannot use its addresses",
             ));
         }
         if cells.size > 2 {
             return Err(bad(
-                node.name,
+                node.name(),
                 "#size-cells",
                 "is more than 2, so Veil cannot use its sizes",
             ));
@@ -562,7 +574,7 @@ struct At<'s, 'a> {
 
 impl<'a> At<'_, 'a> {
     fn name(&self) -> &'a str {
-        self.path.last().map_or("", |n| n.name)
+        self.path.last().map_or("", Level::name)
     }
 
     fn parent(&self) -> Option<&Level<'a>> {
@@ -626,7 +638,7 @@ impl<'a> At<'_, 'a> {
             };
             let unreachable = DiscoveryError::Untranslatable {
                 node,
-                bus: bus.name,
+                bus: bus.name(),
                 address,
             };
             let ranges = bus.ranges.ok_or(unreachable)?;
@@ -638,7 +650,7 @@ impl<'a> At<'_, 'a> {
             let entry_len = (child.address + parent_cells + child.size) as usize * 4;
             if !ranges.len().is_multiple_of(entry_len) {
                 return Err(bad(
-                    bus.name,
+                    bus.name(),
                     "ranges",
                     "is not a whole number of (child, parent, size) entries",
                 ));
@@ -647,7 +659,7 @@ impl<'a> At<'_, 'a> {
             for entry in ranges.chunks_exact(entry_len) {
                 let (child_base, rest) = take_cells(entry, child.address).unwrap_or_default();
                 let (parent_base, len) = take_cells(rest, parent_cells).unwrap_or_default();
-                let short = bad(bus.name, "ranges", "is cut short");
+                let short = bad(bus.name(), "ranges", "is cut short");
                 let child_base = cells_value(child_base, child.address).ok_or(short)?;
                 let parent_base = cells_value(parent_base, parent_cells).ok_or(short)?;
                 let len = cells_value(len, child.size).ok_or(short)?;
@@ -679,14 +691,15 @@ impl<'a> At<'_, 'a> {
 /// Whether the node whose path is `names` (the root's child first) is the node at `path`
 /// ("/soc/serial@7e201000"); a component without a unit address matches any unit address, as
 /// in the spec.
-fn is_at<'n>(mut names: impl Iterator<Item = &'n str>, path: &str) -> bool {
+fn is_at<'n>(mut names: impl Iterator<Item = &'n [u8]>, path: &str) -> bool {
     let mut parts = path.split('/').filter(|p| !p.is_empty());
     loop {
         match (names.next(), parts.next()) {
             (None, None) => return true,
             (Some(name), Some(part)) => {
+                let part = part.as_bytes();
                 let matches = name == part
-                    || (!part.contains('@') && name.split('@').next() == Some(part));
+                    || (!part.contains(&b'@') && name.split(|&b| b == b'@').next() == Some(part));
                 if !matches {
                     return false;
                 }
@@ -721,11 +734,12 @@ fn intids<'a>(value: &'a [u8], cells: u32) -> impl Iterator<Item = Option<u32>> 
 /// says which one is the console; one past this is never picked by that path.
 const MAX_UARTS: usize = 8;
 
-/// An enabled PL011 and the node names of its path.
+/// An enabled PL011 and the node names of its path (the root's child first), as offsets of
+/// the names in the structure block: a quarter of the room of the names themselves.
 #[derive(Clone, Copy, Default)]
-struct UartCandidate<'a> {
+struct UartCandidate {
     uart: UartInfo,
-    path: [&'a str; MAX_DEPTH],
+    path: [u32; MAX_DEPTH],
     depth: usize,
 }
 
@@ -747,7 +761,9 @@ struct Found<'a> {
     stdout: Option<&'a str>,
     /// The properties of `/aliases`, to resolve `stdout` once the walk is done.
     aliases: Option<walk::Span>,
-    uarts: FixedList<UartCandidate<'a>, MAX_UARTS>,
+    uarts: FixedList<UartCandidate, MAX_UARTS>,
+    /// Where the structure block starts, for [`UartCandidate::path`].
+    structs: usize,
     first_uart: Option<UartInfo>,
     /// The GIC's `#interrupt-cells`, needed to read the timer's interrupts.
     gic_interrupt_cells: Option<u32>,
@@ -763,7 +779,7 @@ impl<'a> Collector<'a> {
             return;
         };
         *level = Level {
-            name: node.name,
+            name: Some(node.name),
             address_cells: p.get(Prop::AddressCells),
             size_cells: p.get(Prop::SizeCells),
             ranges: p.get(Prop::Ranges),
@@ -827,7 +843,7 @@ impl<'a> Found<'a> {
                 }
             }
         }
-        let under = |parent: &str| depth == 3 && path.get(1).is_some_and(|n| n.name == parent);
+        let under = |parent: &str| depth == 3 && path.get(1).is_some_and(|n| n.name() == parent);
         if under("reserved-memory") {
             for index in 0..at.reg_count()? {
                 if let Some(region) = at.reg(index)?.filter(|r| r.size != 0) {
@@ -875,7 +891,7 @@ impl<'a> Found<'a> {
                 ..UartCandidate::default()
             };
             for (slot, level) in candidate.path.iter_mut().zip(path.iter().skip(1)) {
-                *slot = level.name;
+                *slot = (level.name().as_ptr() as usize).wrapping_sub(self.structs) as u32;
             }
             // Past MAX_UARTS the stdout-path cannot pick it; the first UART is kept above.
             let _ = self.uarts.push(candidate);
@@ -914,7 +930,7 @@ impl<'a> Found<'a> {
         // A CPU without its own method inherits the one on /cpus, as Linux does.
         let method = match str_value(node, "enable-method", p.get(Prop::EnableMethod))? {
             Some(method) => Some(method),
-            None => str_value(cpus.name, "enable-method", cpus.enable_method)?,
+            None => str_value(cpus.name(), "enable-method", cpus.enable_method)?,
         };
         let enable_method = match method {
             Some("psci") => EnableMethod::Psci,
@@ -1040,10 +1056,14 @@ impl<'a> Found<'a> {
             },
             path => path,
         };
+        let name = |offset: u32| {
+            let at = tree.structs.get(offset as usize..).unwrap_or_default();
+            c_string(at).unwrap_or_default()
+        };
         let stdout = path.and_then(|path| {
             self.uarts
                 .iter()
-                .filter(|c| is_at(c.path.iter().take(c.depth).copied(), path))
+                .filter(|c| is_at(c.path.iter().take(c.depth).map(|&o| name(o)), path))
                 .last()
         });
         stdout.map(|c| c.uart).or(self.first_uart)
@@ -1064,7 +1084,7 @@ impl<'a> Platform<'a> {
     /// where a bad value comes earlier in it.
     pub fn from_fdt(blob: &'a [u8]) -> Result<Self, DiscoveryError<'a>> {
         let tree = Tree::new(blob)?;
-        let mut found = Found {
+        let found = Found {
             platform: Platform {
                 model: "",
                 memory: RegionList::new(),
@@ -1084,28 +1104,31 @@ impl<'a> Platform<'a> {
             stdout: None,
             aliases: None,
             uarts: FixedList::new(),
+            structs: tree.structs.as_ptr() as usize,
             first_uart: None,
             gic_interrupt_cells: None,
             timer_interrupts: None,
         };
+        // Built where it stays: the collector is a few KiB, and moves are copies.
+        let mut collector = Collector {
+            path: [Level::default(); MAX_DEPTH],
+            found,
+        };
+        let found = &mut collector.found;
         for region in memory_reservations(tree.blob, tree.mem_rsvmap) {
             if let Err(e) = region.and_then(|r| found.push_reserved(r)) {
                 found.error = Some(e);
                 break;
             }
         }
-        let mut collector = Collector {
-            path: [Level::default(); MAX_DEPTH],
-            found,
-        };
         walk::walk(&tree, Nops::Skip, &mut |node| collector.node(node))?;
-        let mut found = collector.found;
+        let found = &mut collector.found;
         if let Some(e) = found.error {
             return Err(e);
         }
         found.platform.timer = found.timer()?;
         found.platform.uart = found.console(&tree);
-        Ok(found.platform)
+        Ok(collector.found.platform)
     }
 }
 
