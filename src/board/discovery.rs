@@ -735,12 +735,26 @@ fn intids<'a>(value: &'a [u8], cells: u32) -> impl Iterator<Item = Option<u32>> 
 const MAX_UARTS: usize = 8;
 
 /// An enabled PL011 and the node names of its path (the root's child first), as offsets of
-/// the names in the structure block: a quarter of the room of the names themselves.
+/// the names in the structure block: a quarter of the room of the names themselves. Plain
+/// integers only (`intid` 0 for none: INTID 0 is an SGI, never a UART's), so that a list of
+/// them starts as zeroed memory rather than as copies of a template.
 #[derive(Clone, Copy, Default)]
 struct UartCandidate {
-    uart: UartInfo,
+    base: u64,
+    size: u64,
+    intid: u32,
+    depth: u32,
     path: [u32; MAX_DEPTH],
-    depth: usize,
+}
+
+impl UartCandidate {
+    fn uart(&self) -> UartInfo {
+        UartInfo {
+            base: self.base,
+            size: self.size,
+            intid: (self.intid != 0).then_some(self.intid),
+        }
+    }
 }
 
 /// The walk's visitor: the path to the node being looked at, and what has been found.
@@ -886,8 +900,10 @@ impl<'a> Found<'a> {
             };
             self.first_uart.get_or_insert(uart);
             let mut candidate = UartCandidate {
-                uart,
-                depth: depth - 1,
+                base: uart.base,
+                size: uart.size,
+                intid: uart.intid.unwrap_or(0),
+                depth: (depth - 1) as u32,
                 ..UartCandidate::default()
             };
             for (slot, level) in candidate.path.iter_mut().zip(path.iter().skip(1)) {
@@ -1063,10 +1079,10 @@ impl<'a> Found<'a> {
         let stdout = path.and_then(|path| {
             self.uarts
                 .iter()
-                .filter(|c| is_at(c.path.iter().take(c.depth).map(|&o| name(o)), path))
+                .filter(|c| is_at(c.path.iter().take(c.depth as usize).map(|&o| name(o)), path))
                 .last()
         });
-        stdout.map(|c| c.uart).or(self.first_uart)
+        stdout.map(UartCandidate::uart).or(self.first_uart)
     }
 }
 

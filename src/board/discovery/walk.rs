@@ -521,10 +521,12 @@ fn walk_block<'a>(
                     return Err(bad(at, "a property header is cut short"));
                 };
                 let value_start = at + 12;
-                let value_end = value_start
-                    .checked_add(value_len as usize)
-                    .filter(|&end| end <= len)
-                    .ok_or(bad(at, "a property value runs past the structure block"))?;
+                // In u64, where an offset plus a 32-bit length cannot overflow.
+                let value_end = value_start as u64 + value_len as u64;
+                if value_end > len as u64 {
+                    return Err(bad(at, "a property value runs past the structure block"));
+                }
+                let value_end = value_end as usize;
                 let prop = names
                     .prop(name_offset as usize)
                     .map_err(|problem| bad(at, problem))?;
@@ -616,8 +618,10 @@ pub(super) fn c_string(bytes: &[u8]) -> Option<&[u8]> {
     bytes.get(..end)
 }
 
+/// `n` rounded up to a multiple of 4; `n` is an offset inside a block (or one past its end),
+/// so it cannot overflow.
 fn align4(n: usize) -> usize {
-    n.saturating_add(3) & !3
+    (n + 3) & !3
 }
 
 pub(super) fn be_u32_at(bytes: &[u8], at: usize) -> Option<u32> {
