@@ -183,8 +183,17 @@ impl<'p> Tables<'p> {
 /// Writes descriptors `first`, `first + step`, ... into `slots` (the address field counts up;
 /// the attribute bits stay as they are, the addresses being aligned to `step`).
 fn fill(slots: &mut [u64], first: u64, step: u64) {
+    // Four at a time (two store-pair instructions): a split block writes 512 of them.
     let mut descriptor = first;
-    for slot in slots {
+    let mut quads = slots.chunks_exact_mut(4);
+    for quad in &mut quads {
+        quad[0] = descriptor;
+        quad[1] = descriptor + step;
+        quad[2] = descriptor + 2 * step;
+        quad[3] = descriptor + 3 * step;
+        descriptor += 4 * step;
+    }
+    for slot in quads.into_remainder() {
         *slot = descriptor;
         descriptor += step;
     }
