@@ -151,9 +151,7 @@ impl Writer {
     /// few words, where a call to `memcpy` costs more than the copy.
     #[inline]
     fn words(&mut self, words: &[u32]) {
-        for &word in words {
-            self.structs.push(word);
-        }
+        self.structs.extend(words.iter().copied());
     }
 
     /// A node named `name`; the root's name is "".
@@ -175,9 +173,15 @@ impl Writer {
             used: name.len % 4,
         };
         text.byte(b'@');
-        let digits = (64 - (unit | 1).leading_zeros()).div_ceil(4);
-        for digit in (0..digits).rev() {
-            text.byte(b"0123456789abcdef"[(unit >> (digit * 4)) as usize & 0xf]);
+        // The hex digits, eight at a time (see `hex8`), without leading zeros.
+        let digits = (64 - (unit | 1).leading_zeros()).div_ceil(4) as usize;
+        let low = hex8(unit as u32);
+        if digits > 8 {
+            let high = hex8((unit >> 32) as u32);
+            text.bytes8(high >> (8 * (16 - digits)), digits - 8);
+            text.bytes8(low, 8);
+        } else {
+            text.bytes8(low >> (8 * (8 - digits)), digits);
         }
         text.byte(0);
         text.finish();
@@ -200,9 +204,9 @@ impl Writer {
             self.strings.push(0);
             self.offsets[name as usize] = offset;
         }
-        self.word(FDT_PROP);
-        self.word(len as u32);
-        self.word(offset);
+        // One reservation for the three words (an array's iterator has a known length).
+        self.structs
+            .extend([FDT_PROP.to_be(), (len as u32).to_be(), offset.to_be()]);
     }
 
     /// A property with no value (a flag).
@@ -216,9 +220,7 @@ impl Writer {
 
     pub fn u32s(&mut self, name: Name, values: &[u32]) {
         self.begin_prop(name, values.len() * 4);
-        for &value in values {
-            self.word(value);
-        }
+        self.structs.extend(values.iter().map(|v| v.to_be()));
     }
 
     pub fn u64(&mut self, name: Name, value: u64) {
@@ -227,9 +229,10 @@ impl Writer {
 
     pub fn u64s(&mut self, name: Name, values: &[u64]) {
         self.begin_prop(name, values.len() * 8);
+        self.structs.reserve(values.len() * 2);
         for &value in values {
-            self.word((value >> 32) as u32);
-            self.word(value as u32);
+            self.structs
+                .extend([((value >> 32) as u32).to_be(), (value as u32).to_be()]);
         }
     }
 
@@ -309,6 +312,21 @@ pub(super) fn hex(mut value: u64, buf: &mut [u8; 16]) -> &[u8] {
     &buf[at..]
 }
 
+/// The eight hex digits of `value` as ASCII, the most significant in the lowest byte (first
+/// in memory): the nibbles are spread one per byte and turned into '0'-'9' or 'a'-'f' all at
+/// once, instead of a table lookup per digit.
+fn hex8(value: u32) -> u64 {
+    let mut x = value as u64;
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    // Nibble k is in byte k now; the most significant first in memory is the reverse.
+    x = x.swap_bytes();
+    // 0x30 + nibble, and 0x27 more ('a' - '0' - 10) where the nibble is 10 or more.
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    x + 0x3030_3030_3030_3030 + letters * 0x27
+}
+
 /// Packs bytes into structure-block words, a byte at a time into a register.
 struct Packer<'w> {
     out: &'w mut Vec<u32>,
@@ -337,6 +355,21 @@ impl<'w> Packer<'w> {
         }
     }
 
+    /// The low `count` (at most 8) bytes of `bytes`, the lowest first; the bytes above
+    /// `count` must be zero.
+    #[inline]
+    fn bytes8(&mut self, bytes: u64, count: usize) {
+        let mut wide = self.word as u128 | (bytes as u128) << (8 * self.used);
+        let mut held = self.used + count;
+        while held >= 4 {
+            self.out.push((wide as u32).to_le());
+            wide >>= 32;
+            held -= 4;
+        }
+        self.word = wide as u32;
+        self.used = held;
+    }
+
     /// Pads and writes the last word.
     fn finish(self) {
         if self.used > 0 {
@@ -356,6 +389,37 @@ mod tests {
         assert_eq!(hex(0x900_0000, &mut buf), b"9000000");
         assert_eq!(hex(0xa000e00, &mut buf), b"a000e00");
         assert_eq!(hex(u64::MAX, &mut buf), b"ffffffffffffffff");
+    }
+
+    #[test]
+    fn hex8_digits() {
+        for value in [
+            0u32,
+            1,
+            9,
+            0xa,
+            0xf,
+            0x10,
+            0x9000_000,
+            0xa000_e00,
+            0x1234_5678,
+            0xdead_beef,
+            u32::MAX,
+        ] {
+            let expected = alloc::format!("{value:08x}");
+            assert_eq!(
+                &hex8(value).to_le_bytes(),
+                expected.as_bytes(),
+                "{value:#x}"
+            );
+        }
+        for nibble in 0..16u32 {
+            let value = nibble * 0x1111_1111;
+            assert_eq!(
+                &hex8(value).to_le_bytes(),
+                alloc::format!("{value:08x}").as_bytes()
+            );
+        }
     }
 
     #[test]
