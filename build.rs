@@ -30,16 +30,32 @@ fn main() {
     println!("cargo:rerun-if-changed=linker/veil.ld");
 
     let text = fs::read_to_string(&board_file).unwrap_or_else(|e| {
-        panic!("VEIL_BOARD={board_name}: cannot read {}: {e}", board_file.display())
+        panic!(
+            "VEIL_BOARD={board_name}: cannot read {}: {e}",
+            board_file.display()
+        )
     });
-    let board: Board = toml::from_str(&text)
-        .unwrap_or_else(|e| panic!("{}: {e}", board_file.display()));
-    assert_eq!(board.early_uart.kind, "pl011", "{}: only a pl011 early UART is supported", board_file.display());
-    assert_eq!(board.load_address % 0x1000, 0, "{}: load_address must be page aligned", board_file.display());
+    let board: Board =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", board_file.display()));
+    assert_eq!(
+        board.early_uart.kind,
+        "pl011",
+        "{}: only a pl011 early UART is supported",
+        board_file.display()
+    );
+    assert_eq!(
+        board.load_address % 0x1000,
+        0,
+        "{}: load_address must be page aligned",
+        board_file.display()
+    );
     let poweroff = match board.poweroff.as_str() {
         "psci" => "PowerOffMethod::Psci",
         "bcm2711-watchdog" => "PowerOffMethod::Bcm2711Watchdog",
-        other => panic!("{}: unknown poweroff method {other:?}", board_file.display()),
+        other => panic!(
+            "{}: unknown poweroff method {other:?}",
+            board_file.display()
+        ),
     };
 
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
@@ -63,7 +79,13 @@ fn main() {
 
     // Only the bare-metal image is linked with Veil's script; host unit tests link normally.
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
-        println!("cargo:rustc-link-arg-bins=-T{}", root.join("linker/veil.ld").display());
-        println!("cargo:rustc-link-arg-bins=--defsym=VEIL_LOAD_ADDRESS={:#x}", board.load_address);
+        println!(
+            "cargo:rustc-link-arg-bins=-T{}",
+            root.join("linker/veil.ld").display()
+        );
+        println!(
+            "cargo:rustc-link-arg-bins=--defsym=VEIL_LOAD_ADDRESS={:#x}",
+            board.load_address
+        );
     }
 }

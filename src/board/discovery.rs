@@ -445,9 +445,11 @@ fn u64_value<'a>(
 ) -> Result<Option<u64>, DiscoveryError<'a>> {
     value
         .map(|v| {
-            cells_value(v, 1)
-                .or_else(|| cells_value(v, 2))
-                .ok_or(bad(node, name, "is not a 32- or 64-bit number"))
+            cells_value(v, 1).or_else(|| cells_value(v, 2)).ok_or(bad(
+                node,
+                name,
+                "is not a 32- or 64-bit number",
+            ))
         })
         .transpose()
 }
@@ -785,7 +787,6 @@ struct Found<'a> {
     timer_interrupts: Option<(&'a str, &'a [u8])>,
 }
 
-
 impl<'a> Collector<'a> {
     fn node(&mut self, node: &walk::Node<'_, 'a>) {
         let p = node.props;
@@ -877,9 +878,9 @@ impl<'a> Found<'a> {
             self.gic(&at, p, is(Kinds::GIC_V3))?;
         }
         if self.timer_interrupts.is_none() && is(Kinds::TIMER) {
-            let interrupts = p
-                .get(Prop::Interrupts)
-                .ok_or(bad(name, "interrupts", "is missing"))?;
+            let interrupts =
+                p.get(Prop::Interrupts)
+                    .ok_or(bad(name, "interrupts", "is missing"))?;
             self.timer_interrupts = Some((name, interrupts));
             self.platform.counter_frequency =
                 u32_value(name, "clock-frequency", p.get(Prop::ClockFrequency))?;
@@ -917,7 +918,11 @@ impl<'a> Found<'a> {
             && is(Kinds::PL031)
             && let Ok(Some(region)) = at.reg(0)
         {
-            let size = if region.size == 0 { 0x1000 } else { region.size };
+            let size = if region.size == 0 {
+                0x1000
+            } else {
+                region.size
+            };
             self.platform.rtc = Some(Region { size, ..region });
         }
         Ok(())
@@ -1404,10 +1409,16 @@ mod tests {
                 bytes[shift..shift + blob.len()].copy_from_slice(blob);
                 let view = &bytes[shift..shift + blob.len()];
                 assert_eq!(view.as_ptr().align_offset(4) == 0, shift == 0);
-                assert_eq!(Platform::from_fdt(view), Platform::from_fdt(blob), "shift {shift}");
+                assert_eq!(
+                    Platform::from_fdt(view),
+                    Platform::from_fdt(blob),
+                    "shift {shift}"
+                );
             }
             for _ in 0..200 {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let at = (seed >> 33) as usize % blob.len();
                 let value = (seed >> 13) as u8;
                 let mut results = (0..4).map(|shift| {
@@ -1660,12 +1671,16 @@ mod tests {
         for blob in FIXTURES {
             for _ in 0..500 {
                 let mut copy = blob.to_vec();
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let at = (seed >> 33) as usize % copy.len();
                 copy[at] = (seed >> 13) as u8 % 10;
                 let nop = |e: &FdtError| matches!(e, FdtError::BadStructure { problem, .. } if problem.contains("NOP"));
                 match (check_fdt(&copy), Platform::from_fdt(&copy)) {
-                    (Err(a), Err(DiscoveryError::Fdt(b))) => assert!(a == b || nop(&a), "{a:?} / {b:?}"),
+                    (Err(a), Err(DiscoveryError::Fdt(b))) => {
+                        assert!(a == b || nop(&a), "{a:?} / {b:?}")
+                    }
                     (Err(a), _) if nop(&a) => {}
                     (Err(a), other) => panic!("check_fdt: {a:?}, discovery: {other:?}"),
                     (Ok(_), Err(DiscoveryError::Fdt(b))) => panic!("only discovery refused: {b:?}"),
@@ -1693,7 +1708,11 @@ mod tests {
             let clean = Platform::from_fdt(blob).unwrap();
             for every in [1, 2, 7] {
                 let noisy = with_nops(blob, every);
-                assert_eq!(Platform::from_fdt(&noisy).unwrap(), clean, "a NOP every {every} tokens");
+                assert_eq!(
+                    Platform::from_fdt(&noisy).unwrap(),
+                    clean,
+                    "a NOP every {every} tokens"
+                );
                 match check_fdt(&noisy) {
                     Err(FdtError::BadStructure { problem, .. }) => assert!(problem.contains("NOP")),
                     other => panic!("check_fdt took NOPs: {:?}", other.err()),
@@ -1717,7 +1736,8 @@ mod tests {
     /// before the first), the header's sizes and offsets adjusted.
     fn with_nops(blob: &[u8], every: usize) -> Vec<u8> {
         let word = |at: usize| be_u32_at(blob, at).unwrap() as usize;
-        let (structs_at, strings_at, structs_len, strings_len) = (word(8), word(12), word(36), word(32));
+        let (structs_at, strings_at, structs_len, strings_len) =
+            (word(8), word(12), word(36), word(32));
         let structs = &blob[structs_at..structs_at + structs_len];
         let mut noisy = FDT_NOP.to_be_bytes().to_vec();
         let mut at = 0;
@@ -1725,7 +1745,9 @@ mod tests {
         while at < structs.len() {
             let token = be_u32_at(structs, at).unwrap();
             let len = match token {
-                FDT_BEGIN_NODE => 4 + (c_string(&structs[at + 4..]).unwrap().len() + 1).next_multiple_of(4),
+                FDT_BEGIN_NODE => {
+                    4 + (c_string(&structs[at + 4..]).unwrap().len() + 1).next_multiple_of(4)
+                }
                 FDT_PROP => 12 + (be_u32_at(structs, at + 4).unwrap() as usize).next_multiple_of(4),
                 _ => 4,
             };
@@ -2067,7 +2089,8 @@ mod tests {
             pl011(w, "uart@1000", &[0, 0x1000, 0, 0x1000]);
             node(w, "uart@2000", |w| {
                 w.property_string("compatible", "arm,pl011").unwrap();
-                w.property_array_u32("reg", &[0, 0x2000, 0, 0x1000]).unwrap();
+                w.property_array_u32("reg", &[0, 0x2000, 0, 0x1000])
+                    .unwrap();
                 w.property_array_u32("interrupts", &[0, 7, 4]).unwrap();
             });
             node(w, "chosen", |w| {
@@ -2089,9 +2112,17 @@ mod tests {
         );
         let unknown_alias = tree(|w| {
             pl011(w, "uart@1000", &[0, 0x1000, 0, 0x1000]);
-            node(w, "chosen", |w| w.property_string("stdout-path", "serial9").unwrap());
+            node(w, "chosen", |w| {
+                w.property_string("stdout-path", "serial9").unwrap()
+            });
         });
-        assert_eq!(Platform::from_fdt(&unknown_alias).unwrap().uart.map(|u| u.base), Some(0x1000));
+        assert_eq!(
+            Platform::from_fdt(&unknown_alias)
+                .unwrap()
+                .uart
+                .map(|u| u.base),
+            Some(0x1000)
+        );
     }
 
     #[test]
@@ -2113,10 +2144,16 @@ mod tests {
             });
         };
         let translated = tree(|w| bus(w, 1, &[0, 0, 0x9000_0000, 0x1000], &[0x10, 0x100]));
-        assert_eq!(Platform::from_fdt(&translated).unwrap().rtc, Some(region(0x9000_0010, 0x100)));
+        assert_eq!(
+            Platform::from_fdt(&translated).unwrap().rtc,
+            Some(region(0x9000_0010, 0x100))
+        );
         // No size in `reg`: the PL031's 4 KiB.
         let sizeless = tree(|w| bus(w, 0, &[], &[0x901_0000]));
-        assert_eq!(Platform::from_fdt(&sizeless).unwrap().rtc, Some(region(0x901_0000, 0x1000)));
+        assert_eq!(
+            Platform::from_fdt(&sizeless).unwrap().rtc,
+            Some(region(0x901_0000, 0x1000))
+        );
         let unreachable = tree(|w| bus(w, 1, &[0, 0, 0x9000_0000, 0x10], &[0x10, 0x100]));
         assert_eq!(Platform::from_fdt(&unreachable).unwrap().rtc, None);
         let ragged = tree(|w| pl031(w, &[0, 0x10, 0]));

@@ -31,7 +31,9 @@ pub mod facts {
 static PLATFORM: Once<discovery::Platform<'static>> = Once::new();
 
 /// Records the discovered platform. Called once, by the boot CPU.
-pub fn set_platform(platform: discovery::Platform<'static>) -> &'static discovery::Platform<'static> {
+pub fn set_platform(
+    platform: discovery::Platform<'static>,
+) -> &'static discovery::Platform<'static> {
     PLATFORM.call_once(|| platform)
 }
 
@@ -52,7 +54,10 @@ pub struct VeilOptions {
 impl VeilOptions {
     /// Parses the `veil.*` words of a command line; other words are for no one here.
     pub fn parse(bootargs: &str) -> Self {
-        let mut options = VeilOptions { exit_semihosting: false, log_level: log::LevelFilter::Info };
+        let mut options = VeilOptions {
+            exit_semihosting: false,
+            log_level: log::LevelFilter::Info,
+        };
         for word in bootargs.split_ascii_whitespace() {
             match word.split_once('=') {
                 Some(("veil.exit", "semihosting")) => options.exit_semihosting = true,
@@ -80,7 +85,13 @@ mod tests {
         let o = VeilOptions::parse("veil.log=bogus veil.exit=psci");
         assert!(!o.exit_semihosting);
         assert_eq!(o.log_level, log::LevelFilter::Info);
-        assert_eq!(VeilOptions::parse(""), VeilOptions { exit_semihosting: false, log_level: log::LevelFilter::Info });
+        assert_eq!(
+            VeilOptions::parse(""),
+            VeilOptions {
+                exit_semihosting: false,
+                log_level: log::LevelFilter::Info
+            }
+        );
     }
 }
 
@@ -93,5 +104,8 @@ pub fn set_options(options: VeilOptions) {
 
 /// Veil's options; the defaults until discovery has run.
 pub fn options() -> VeilOptions {
-    OPTIONS.get().copied().unwrap_or(VeilOptions { exit_semihosting: false, log_level: log::LevelFilter::Info })
+    OPTIONS.get().copied().unwrap_or(VeilOptions {
+        exit_semihosting: false,
+        log_level: log::LevelFilter::Info,
+    })
 }

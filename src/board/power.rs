@@ -31,7 +31,10 @@ pub fn firmware_call(conduit: PsciMethod, fid: u32, a1: u64, a2: u64, a3: u64) -
 
 /// The conduit the host DTB names for PSCI, SMC when it names none.
 pub fn host_psci_conduit() -> PsciMethod {
-    super::PLATFORM.get().and_then(|p| p.psci).unwrap_or(PsciMethod::Smc)
+    super::PLATFORM
+        .get()
+        .and_then(|p| p.psci)
+        .unwrap_or(PsciMethod::Smc)
 }
 
 /// Turns the machine off. Never returns; if every method fails, the CPU sleeps forever.
@@ -146,17 +149,31 @@ static WORKAROUNDS: spin::Once<FirmwareWorkarounds> = spin::Once::new();
 pub fn probe_firmware_workarounds() -> FirmwareWorkarounds {
     *WORKAROUNDS.call_once(|| {
         const NOT_SUPPORTED: u64 = -1i64 as u64;
-        let none = FirmwareWorkarounds { wa1: NOT_SUPPORTED, wa2: NOT_SUPPORTED, wa3: NOT_SUPPORTED };
-        let Some(conduit) = super::PLATFORM.get().and_then(|p| p.psci) else { return none };
+        let none = FirmwareWorkarounds {
+            wa1: NOT_SUPPORTED,
+            wa2: NOT_SUPPORTED,
+            wa3: NOT_SUPPORTED,
+        };
+        let Some(conduit) = super::PLATFORM.get().and_then(|p| p.psci) else {
+            return none;
+        };
         // SMCCC 1.1 is discovered through PSCI_FEATURES(SMCCC_VERSION), then SMCCC_VERSION.
-        if firmware_call(conduit, smccc_fid::PSCI_FEATURES, smccc_fid::SMCCC_VERSION as u64, 0, 0) != 0 {
+        if firmware_call(
+            conduit,
+            smccc_fid::PSCI_FEATURES,
+            smccc_fid::SMCCC_VERSION as u64,
+            0,
+            0,
+        ) != 0
+        {
             return none;
         }
         let version = firmware_call(conduit, smccc_fid::SMCCC_VERSION, 0, 0, 0);
         if version as i64 <= 0 || version < 0x1_0001 {
             return none;
         }
-        let ask = |fid: u32| firmware_call(conduit, smccc_fid::SMCCC_ARCH_FEATURES, fid as u64, 0, 0);
+        let ask =
+            |fid: u32| firmware_call(conduit, smccc_fid::SMCCC_ARCH_FEATURES, fid as u64, 0, 0);
         FirmwareWorkarounds {
             wa1: ask(smccc_fid::ARCH_WORKAROUND_1),
             wa2: ask(smccc_fid::ARCH_WORKAROUND_2),

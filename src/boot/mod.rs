@@ -6,11 +6,15 @@
 //! builds every VM in the package, and enters the first vCPU. Each step's failure is a clear
 //! message and a power-off, never a hang.
 
-use crate::board::{self, discovery::{EnableMethod, GicVersion, Platform, Region}, power::ExitStatus};
-use core::sync::atomic::{AtomicU64, Ordering};
+use crate::board::{
+    self,
+    discovery::{EnableMethod, GicVersion, Platform, Region},
+    power::ExitStatus,
+};
 use crate::memory::{self, el2_map, frames, heap, layout};
 use crate::vm::{self, HostInfo, Vm, id_regs::GuestGic, package, registry};
 use crate::{cpu, println};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 #[cfg(target_arch = "aarch64")]
 core::arch::global_asm!(include_str!("_arch/aarch64/entry.s"));
@@ -46,7 +50,9 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
 
     // 1. The DTB, read in place. Its size comes from its header.
     if dtb == 0 {
-        fail(format_args!("no DTB in x0; boot Veil as a raw binary (QEMU -kernel veil.bin), not as an ELF"));
+        fail(format_args!(
+            "no DTB in x0; boot Veil as a raw binary (QEMU -kernel veil.bin), not as an ELF"
+        ));
     }
     // SAFETY: the boot protocol puts a DTB at x0; we read just its 40-byte header first.
     let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 40) };
@@ -95,7 +101,10 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     // 4. Free memory: everything the DTB calls RAM minus what is already used.
     let mut reserved = [Region::default(); 4 + board::discovery::MAX_RESERVED];
     reserved[0] = image;
-    reserved[1] = Region { base: dtb as u64, size: size as u64 };
+    reserved[1] = Region {
+        base: dtb as u64,
+        size: size as u64,
+    };
     if let Some(initrd) = platform.initrd {
         reserved[2] = initrd;
     }
@@ -104,13 +113,20 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     }
     let mut free = frames::free_ranges(platform.memory.as_slice(), &reserved);
     let Some(heap_base) = frames::take_block(&mut free, heap::HEAP_SIZE, memory::BLOCK_2M) else {
-        fail(format_args!("less than {} MiB of free RAM for Veil's heap", heap::HEAP_SIZE >> 20));
+        fail(format_args!(
+            "less than {} MiB of free RAM for Veil's heap",
+            heap::HEAP_SIZE >> 20
+        ));
     };
     // SAFETY: the block was just removed from the free ranges and is mapped read-write.
     unsafe { heap::init(heap_base) };
     frames::init(&free);
     let free_bytes: u64 = free.iter().map(|r| r.size).sum();
-    log::info!("memory: {} MiB free for guests after a {} MiB heap", free_bytes >> 20, heap::HEAP_SIZE >> 20);
+    log::info!(
+        "memory: {} MiB free for guests after a {} MiB heap",
+        free_bytes >> 20,
+        heap::HEAP_SIZE >> 20
+    );
 
     // 5. This CPU's EL2 controls.
     #[cfg(target_arch = "aarch64")]
@@ -158,7 +174,11 @@ fn start_secondary(platform: &Platform, index: usize) {
                 index as u64,
             );
             if result != 0 {
-                log::error!("CPU {index} (MPIDR {:#x}) did not start: PSCI CPU_ON returned {}", cpu.mpidr, result as i64);
+                log::error!(
+                    "CPU {index} (MPIDR {:#x}) did not start: PSCI CPU_ON returned {}",
+                    cpu.mpidr,
+                    result as i64
+                );
             }
         }
         EnableMethod::SpinTable { release_addr } => {
@@ -170,7 +190,9 @@ fn start_secondary(platform: &Platform, index: usize) {
             #[cfg(target_arch = "aarch64")]
             aarch64_cpu::asm::sev();
         }
-        EnableMethod::Unknown => log::error!("CPU {index}: no known enable-method in the DTB; it stays off"),
+        EnableMethod::Unknown => {
+            log::error!("CPU {index}: no known enable-method in the DTB; it stays off")
+        }
     }
 }
 
@@ -203,7 +225,10 @@ fn host_devices(platform: &Platform, out: &mut [Region; 8]) -> usize {
             }
         }
     };
-    add(platform.uart.map(|u| Region { base: u.base, size: u.size }));
+    add(platform.uart.map(|u| Region {
+        base: u.base,
+        size: u.size,
+    }));
     add(platform.rtc);
     if let Some(gic) = &platform.gic {
         add(Some(gic.distributor));
@@ -214,7 +239,10 @@ fn host_devices(platform: &Platform, out: &mut [Region; 8]) -> usize {
     }
     if board::facts::POWEROFF == board::PowerOffMethod::Bcm2711Watchdog {
         // The BCM2711 power-management block (watchdog) used to power off.
-        add(Some(Region { base: 0xfe10_0000, size: 0x1000 }));
+        add(Some(Region {
+            base: 0xfe10_0000,
+            size: 0x1000,
+        }));
     }
     n
 }
@@ -228,8 +256,14 @@ fn code_region() -> Region {
             static __image_start: u8;
             static __rodata_start: u8;
         }
-        let (start, end) = (&raw const __image_start as u64, &raw const __rodata_start as u64);
-        Region { base: start, size: end - start }
+        let (start, end) = (
+            &raw const __image_start as u64,
+            &raw const __rodata_start as u64,
+        );
+        Region {
+            base: start,
+            size: end - start,
+        }
     }
     #[cfg(not(target_os = "none"))]
     {
@@ -246,7 +280,12 @@ fn print_banner(platform: &Platform, image: Region, tables: usize) {
     println!("  machine  {}", platform.model);
     println!("  cpus     {}", platform.cpus.len());
     for r in platform.memory.iter() {
-        println!("  memory   {:#012x}..{:#012x} ({} MiB)", r.base, r.end(), r.size >> 20);
+        println!(
+            "  memory   {:#012x}..{:#012x} ({} MiB)",
+            r.base,
+            r.end(),
+            r.size >> 20
+        );
     }
     println!(
         "  veil     {:#012x}..{:#012x}, EL2 map in {tables} pages",
@@ -262,7 +301,10 @@ fn print_banner(platform: &Platform, image: Region, tables: usize) {
                 GicVersion::V2 => 2,
                 GicVersion::V3 => 3,
             };
-            println!("  gic      v{version}, distributor at {:#x}", gic.distributor.base);
+            println!(
+                "  gic      v{version}, distributor at {:#x}",
+                gic.distributor.base
+            );
         }
         None => println!("  gic      none found"),
     }
@@ -276,23 +318,37 @@ fn print_banner(platform: &Platform, image: Region, tables: usize) {
         );
     }
     match platform.psci {
-        Some(m) => println!("  psci     via {}", if m == board::discovery::PsciMethod::Smc { "smc" } else { "hvc" }),
+        Some(m) => println!(
+            "  psci     via {}",
+            if m == board::discovery::PsciMethod::Smc {
+                "smc"
+            } else {
+                "hvc"
+            }
+        ),
         None => println!("  psci     none"),
     }
     if let Some(initrd) = platform.initrd {
-        println!("  vms      package at {:#x} ({} KiB)", initrd.base, initrd.size >> 10);
+        println!(
+            "  vms      package at {:#x} ({} KiB)",
+            initrd.base,
+            initrd.size >> 10
+        );
     }
 }
 
 /// Builds every VM in the package the boot loader placed as the initrd.
 fn create_vms(platform: &Platform) {
     let Some(initrd) = platform.initrd.filter(|r| r.size != 0) else {
-        log::error!("no VM package: pass one as the initrd (QEMU: -initrd vms.pkg; see docs/VM_PACKAGE.md)");
+        log::error!(
+            "no VM package: pass one as the initrd (QEMU: -initrd vms.pkg; see docs/VM_PACKAGE.md)"
+        );
         return;
     };
     // SAFETY: the boot loader placed the package there; its range is reserved from the frame
     // allocator and identity-mapped as RAM.
-    let blob: &'static [u8] = unsafe { core::slice::from_raw_parts(initrd.base as *const u8, initrd.size as usize) };
+    let blob: &'static [u8] =
+        unsafe { core::slice::from_raw_parts(initrd.base as *const u8, initrd.size as usize) };
     let package = match package::Package::parse(blob) {
         Ok(p) => p,
         Err(e) => {
@@ -317,11 +373,18 @@ fn create_vms(platform: &Platform) {
             let n = host_devices(platform, &mut devices);
             // The RTC Veil only reads once at boot: a guest may have it.
             let rtc = platform.rtc.map(|r| r.base);
-            devices[..n].iter().copied().filter(|r| Some(r.base) != rtc).collect()
+            devices[..n]
+                .iter()
+                .copied()
+                .filter(|r| Some(r.base) != rtc)
+                .collect()
         },
         own_spis: platform.uart.and_then(|u| u.intid).into_iter().collect(),
     };
-    let counts: alloc::vec::Vec<usize> = specs.iter().map(|s| s.as_ref().map_or(0, |s| s.cpus as usize)).collect();
+    let counts: alloc::vec::Vec<usize> = specs
+        .iter()
+        .map(|s| s.as_ref().map_or(0, |s| s.cpus as usize))
+        .collect();
     let cpus = platform.cpus.len().min(cpu::MAX_CPUS);
     let placements = vm::placement::place(&counts, cpus);
     for (index, (spec, placement)) in specs.into_iter().zip(placements).enumerate() {
@@ -343,7 +406,11 @@ fn create_vms(platform: &Platform) {
                     vm.name,
                     vm.ram.size >> 20,
                     vm.ram.chunks[0].pa,
-                    if vm.ram.chunks.len() > 1 { " (and more)" } else { "" },
+                    if vm.ram.chunks.len() > 1 {
+                        " (and more)"
+                    } else {
+                        ""
+                    },
                     vm.vcpu_count,
                     placement,
                     if vm.gic == GuestGic::V2 { 2 } else { 3 },
@@ -351,7 +418,10 @@ fn create_vms(platform: &Platform) {
                 );
                 for (vcpu, &cpu) in placement.iter().enumerate() {
                     if !cpu::assign(cpu, index, vcpu) {
-                        vm.stop(format_args!("CPU {cpu} already runs {} vCPUs", cpu::MAX_VCPUS_PER_CPU));
+                        vm.stop(format_args!(
+                            "CPU {cpu} already runs {} vCPUs",
+                            cpu::MAX_VCPUS_PER_CPU
+                        ));
                     }
                 }
                 registry::register(vm);

@@ -173,16 +173,24 @@ static ASSIGNMENT: [[AtomicUsize; MAX_VCPUS_PER_CPU]; MAX_CPUS] =
 /// Pins vCPU `vcpu` of VM `vm` to physical CPU `cpu`. False if that CPU has no room left.
 pub fn assign(cpu: usize, vm: usize, vcpu: usize) -> bool {
     ASSIGNMENT[cpu].iter().any(|slot| {
-        slot.compare_exchange(UNASSIGNED, vm << 8 | vcpu, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        slot.compare_exchange(
+            UNASSIGNED,
+            vm << 8 | vcpu,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
     })
 }
 
 /// The (VM, vCPU)s pinned to physical CPU `cpu`.
 fn assignments(cpu: usize) -> impl Iterator<Item = (usize, usize)> {
-    ASSIGNMENT[cpu].iter().filter_map(|slot| match slot.load(Ordering::Acquire) {
-        UNASSIGNED => None,
-        packed => Some((packed >> 8, packed & 0xff)),
-    })
+    ASSIGNMENT[cpu]
+        .iter()
+        .filter_map(|slot| match slot.load(Ordering::Acquire) {
+            UNASSIGNED => None,
+            packed => Some((packed >> 8, packed & 0xff)),
+        })
 }
 
 /// Whether physical CPU `cpu` has a vCPU to run.
@@ -192,7 +200,11 @@ pub fn is_assigned(cpu: usize) -> bool {
 
 /// The host MPIDR of physical CPU `cpu` (from the DTB's /cpus, in order).
 pub fn mpidr_of(cpu: usize) -> u64 {
-    crate::board::platform().cpus.as_slice().get(cpu).map_or(0, |c| c.mpidr)
+    crate::board::platform()
+        .cpus
+        .as_slice()
+        .get(cpu)
+        .map_or(0, |c| c.mpidr)
 }
 
 #[cfg(target_arch = "aarch64")]

@@ -11,7 +11,7 @@
 //! exit, a WFI with nothing to take, a vCPU turning off, a VM ending. Hypercalls, register traps
 //! and MMIO return straight to the vCPU.
 
-use super::{PerCpu, CURRENT_VCPU, Ordering, WORK, arch, assignments, context, note_work};
+use super::{CURRENT_VCPU, Ordering, PerCpu, WORK, arch, assignments, context, note_work};
 use crate::traps::Exit;
 use crate::vm::{VmState, psci::PowerState, registry, vcpu::Vcpu};
 use alloc::boxed::Box;
@@ -89,7 +89,8 @@ impl PerCpu {
             }
             if let Some(status) = registry::outcome() {
                 // Every idle CPU sees this at about the same time; one of them turns the lights out.
-                static POWERING_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+                static POWERING_OFF: core::sync::atomic::AtomicBool =
+                    core::sync::atomic::AtomicBool::new(false);
                 if !POWERING_OFF.swap(true, Ordering::AcqRel) {
                     log::info!("all VMs have ended; powering off");
                     crate::board::power::power_off(status);
@@ -125,14 +126,18 @@ impl PerCpu {
             }
         }
         let start = self.current.map_or(0, |c| c + 1);
-        (0..n).map(|k| (start + k) % n).find(|&i| self.runnable(i, now))
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| self.runnable(i, now))
     }
 
     /// Starts the vCPUs pinned here that their guest turned on (PSCI CPU_ON; the boot vCPU's
     /// start is pending from VM creation).
     fn start_requested(&mut self) {
         for (vm_id, vcpu_index) in assignments(self.index) {
-            let Some(vm) = registry::get(vm_id) else { continue };
+            let Some(vm) = registry::get(vm_id) else {
+                continue;
+            };
             if vm.state() != VmState::Running {
                 continue;
             }
@@ -149,7 +154,8 @@ impl PerCpu {
         let mut i = 0;
         while i < self.vcpus.len() {
             let v = &self.vcpus[i];
-            let gone = v.vm.state() != VmState::Running || v.vm.vcpu_power[v.index].state() != PowerState::On;
+            let gone = v.vm.state() != VmState::Running
+                || v.vm.vcpu_power[v.index].state() != PowerState::On;
             if !gone {
                 i += 1;
                 continue;
@@ -177,7 +183,11 @@ impl PerCpu {
     /// Makes vCPU `i` the loaded one.
     fn switch_to(&mut self, i: usize, now: u64) {
         if self.current != Some(i) {
-            log::trace!("switch to VM {} vCPU {}", self.vcpus[i].vm.id, self.vcpus[i].index);
+            log::trace!(
+                "switch to VM {} vCPU {}",
+                self.vcpus[i].vm.id,
+                self.vcpus[i].index
+            );
             self.unload_current();
             self.load(i);
         }
@@ -223,7 +233,10 @@ impl PerCpu {
         let Some(c) = self.current else { return };
         // TFP traps EL2's own FP instructions too: lift it before moving the registers.
         context::trap_fp(false);
-        let owner = self.vcpus.iter().position(|v| core::ptr::eq(self.fp_owner, &**v));
+        let owner = self
+            .vcpus
+            .iter()
+            .position(|v| core::ptr::eq(self.fp_owner, &**v));
         if owner != Some(c) {
             if let Some(o) = owner {
                 self.vcpus[o].fp.save();
@@ -272,7 +285,8 @@ impl PerCpu {
 fn virtual_timer_deadline(v: &Vcpu) -> Option<u64> {
     const ENABLE: u64 = 1;
     const IMASK: u64 = 2;
-    (v.el1.cntv_ctl & (ENABLE | IMASK) == ENABLE).then(|| v.el1.cntv_cval.wrapping_add(v.vm.counter_offset))
+    (v.el1.cntv_ctl & (ENABLE | IMASK) == ENABLE)
+        .then(|| v.el1.cntv_cval.wrapping_add(v.vm.counter_offset))
 }
 
 fn virtual_timer_due(v: &Vcpu, now: u64) -> bool {

@@ -68,13 +68,24 @@ pub struct Overlap {
 
 impl MmioBus {
     pub fn new() -> Self {
-        MmioBus { regions: Vec::new() }
+        MmioBus {
+            regions: Vec::new(),
+        }
     }
 
     /// Places `device` at `[base, base + size)`.
-    pub fn add(&mut self, base: u64, size: u64, device: Box<dyn MmioDevice>) -> Result<(), Overlap> {
+    pub fn add(
+        &mut self,
+        base: u64,
+        size: u64,
+        device: Box<dyn MmioDevice>,
+    ) -> Result<(), Overlap> {
         let end = base.checked_add(size).ok_or(Overlap { base })?;
-        if self.regions.iter().any(|r| base < r.base + r.size && r.base < end) {
+        if self
+            .regions
+            .iter()
+            .any(|r| base < r.base + r.size && r.base < end)
+        {
             return Err(Overlap { base });
         }
         let at = self.regions.partition_point(|r| r.base < base);
@@ -111,7 +122,8 @@ mod tests {
     fn find_by_address() {
         let mut bus = MmioBus::new();
         bus.add(0x0900_0000, 0x1000, Box::new(Fixed(100))).unwrap();
-        bus.add(0x0800_0000, 0x1_0000, Box::new(Fixed(200))).unwrap();
+        bus.add(0x0800_0000, 0x1_0000, Box::new(Fixed(200)))
+            .unwrap();
         let (dev, off) = bus.find(0x0900_0ffc).unwrap();
         assert_eq!((dev.read(off, 4).unwrap(), off), (100 + 0xffc, 0xffc));
         let (dev, off) = bus.find(0x0800_0000).unwrap();
@@ -126,8 +138,14 @@ mod tests {
     fn overlaps_are_refused() {
         let mut bus = MmioBus::new();
         bus.add(0x1000, 0x1000, Box::new(Fixed(0))).unwrap();
-        assert_eq!(bus.add(0x1fff, 0x10, Box::new(Fixed(0))), Err(Overlap { base: 0x1fff }));
-        assert_eq!(bus.add(0x0, 0x1001, Box::new(Fixed(0))), Err(Overlap { base: 0 }));
+        assert_eq!(
+            bus.add(0x1fff, 0x10, Box::new(Fixed(0))),
+            Err(Overlap { base: 0x1fff })
+        );
+        assert_eq!(
+            bus.add(0x0, 0x1001, Box::new(Fixed(0))),
+            Err(Overlap { base: 0 })
+        );
         assert!(bus.add(u64::MAX, 2, Box::new(Fixed(0))).is_err());
         bus.add(0x2000, 0x1000, Box::new(Fixed(0))).unwrap();
     }

@@ -276,7 +276,10 @@ mod tests {
         for b in b"hi\n" {
             uart.write(reg::DR, 4, *b as u64).unwrap();
         }
-        assert_eq!(*cap.0.lock().unwrap(), vec![b"h".to_vec(), b"i".to_vec(), b"\n".to_vec()]);
+        assert_eq!(
+            *cap.0.lock().unwrap(),
+            vec![b"h".to_vec(), b"i".to_vec(), b"\n".to_vec()]
+        );
     }
 
     #[test]
@@ -338,10 +341,9 @@ mod tests {
     fn drained_hook_runs_when_the_fifo_empties() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static CALLS: AtomicUsize = AtomicUsize::new(0);
-        let uart = VirtualPl011::new(Capture::default(), false)
-            .on_rx_drained(Box::new(|| {
-                CALLS.fetch_add(1, Ordering::SeqCst);
-            }));
+        let uart = VirtualPl011::new(Capture::default(), false).on_rx_drained(Box::new(|| {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+        }));
         uart.push_input(1);
         uart.push_input(2);
         assert!(uart.rx_has_room());
@@ -350,7 +352,11 @@ mod tests {
         uart.read(reg::DR, 4).unwrap();
         assert_eq!(CALLS.load(Ordering::SeqCst), 1);
         uart.read(reg::DR, 4).unwrap();
-        assert_eq!(CALLS.load(Ordering::SeqCst), 1, "reading an empty FIFO is no news");
+        assert_eq!(
+            CALLS.load(Ordering::SeqCst),
+            1,
+            "reading an empty FIFO is no news"
+        );
         for i in 0..RX_FIFO_DEPTH {
             uart.push_input(i as u8);
         }
@@ -360,7 +366,9 @@ mod tests {
     #[test]
     fn identification_registers() {
         let uart = VirtualPl011::new(Capture::default(), false);
-        let ids: Vec<u64> = (0..8).map(|i| uart.read(0xfe0 + 4 * i, 4).unwrap()).collect();
+        let ids: Vec<u64> = (0..8)
+            .map(|i| uart.read(0xfe0 + 4 * i, 4).unwrap())
+            .collect();
         assert_eq!(ids, vec![0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1]);
     }
 

@@ -59,7 +59,12 @@ pub struct CounterClock<F: Fn() -> u64 + Send + Sync> {
 impl<F: Fn() -> u64 + Send + Sync> CounterClock<F> {
     /// `base_seconds` was the time when the counter read `base_count`.
     pub fn new(read_counter: F, frequency_hz: u64, base_count: u64, base_seconds: u64) -> Self {
-        CounterClock { read_counter, frequency_hz, base_count, base_seconds }
+        CounterClock {
+            read_counter,
+            frequency_hz,
+            base_count,
+            base_seconds,
+        }
     }
 }
 
@@ -68,7 +73,8 @@ impl<F: Fn() -> u64 + Send + Sync> TimeSource for CounterClock<F> {
         // `checked_div`: a CNTFRQ of 0 is a firmware bug; the clock then stands still rather
         // than Veil dividing by zero.
         let elapsed = (self.read_counter)().saturating_sub(self.base_count);
-        self.base_seconds.wrapping_add(elapsed.checked_div(self.frequency_hz).unwrap_or(0))
+        self.base_seconds
+            .wrapping_add(elapsed.checked_div(self.frequency_hz).unwrap_or(0))
     }
 }
 
@@ -109,7 +115,9 @@ impl State {
     /// How far past `checked_to` the counter's low 32 bits next equal the match value
     /// (1..=2^32).
     fn seconds_to_match(&self) -> u64 {
-        self.match_value.wrapping_sub(self.checked_to.wrapping_add(1) as u32) as u64 + 1
+        self.match_value
+            .wrapping_sub(self.checked_to.wrapping_add(1) as u32) as u64
+            + 1
     }
 
     /// Looks for matches afresh from the current counter value, which itself counts: after
@@ -408,8 +416,12 @@ mod tests {
 
     #[test]
     fn counter_clock() {
-        let clock =
-            CounterClock::new(|| 62_500_000 * 90 + 1, 62_500_000, 62_500_000 * 30, JAN_2025);
+        let clock = CounterClock::new(
+            || 62_500_000 * 90 + 1,
+            62_500_000,
+            62_500_000 * 30,
+            JAN_2025,
+        );
         assert_eq!(clock.now_seconds(), JAN_2025 + 60);
         // Before the base, and with no frequency: the base time.
         assert_eq!(CounterClock::new(|| 0, 1, 10, 7).now_seconds(), 7);

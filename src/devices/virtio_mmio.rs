@@ -89,7 +89,11 @@ impl MmioDevice for EmptyVirtioMmio {
     fn write(&self, offset: u64, size: u8, _value: u64) -> Result<(), MmioError> {
         // Nothing to configure: a driver that ignores DeviceID 0 and writes Status or queue
         // registers anyway changes nothing.
-        if valid(offset % SLOT_SIZE, size) { Ok(()) } else { Err(MmioError::BadAccess) }
+        if valid(offset % SLOT_SIZE, size) {
+            Ok(())
+        } else {
+            Err(MmioError::BadAccess)
+        }
     }
 }
 
@@ -142,9 +146,14 @@ mod tests {
         }
         assert_eq!(dev.read(0x002, 4), Err(MmioError::BadAccess));
         // Config space: any natural width, read as zero.
-        for (offset, size) in
-            [(0x100, 1), (0x101, 1), (0x102, 2), (0x104, 4), (0x108, 8), (0x1ff, 1)]
-        {
+        for (offset, size) in [
+            (0x100, 1),
+            (0x101, 1),
+            (0x102, 2),
+            (0x104, 4),
+            (0x108, 8),
+            (0x1ff, 1),
+        ] {
             assert_eq!(dev.read(offset, size), Ok(0), "{offset:#x}/{size}");
             assert_eq!(dev.write(offset, size, u64::MAX), Ok(()));
         }

@@ -36,7 +36,9 @@ static SPI_OWNER: [core::sync::atomic::AtomicUsize; 1020] =
 
 /// The VM a physical SPI is passed through to, if any.
 pub fn passthrough_owner(intid: u32) -> Option<usize> {
-    let owner = SPI_OWNER.get(intid as usize)?.load(core::sync::atomic::Ordering::Acquire);
+    let owner = SPI_OWNER
+        .get(intid as usize)?
+        .load(core::sync::atomic::Ordering::Acquire);
     owner.checked_sub(1)
 }
 
@@ -116,12 +118,20 @@ pub fn vcpu_leaves(vcpu: &mut Vcpu) {
     #[cfg(target_arch = "aarch64")]
     {
         let vgic = &vcpu.vm.irq.vgic;
-        vgic.fold_lrs_from(vcpu.index, &vgic_hw::HwListRegisters::new(vgic.config().model));
+        vgic.fold_lrs_from(
+            vcpu.index,
+            &vgic_hw::HwListRegisters::new(vgic.config().model),
+        );
         for i in 0..vgic_hw::lr_count() {
             vgic_hw::write_lr(i, 0);
         }
         let (vmcr, apr0, apr1) = vgic_hw::save_interface();
-        vcpu.gic = VcpuGicState { vmcr, apr0, apr1, vtimer_active: gic::ppi_active(VIRT_TIMER_INTID) };
+        vcpu.gic = VcpuGicState {
+            vmcr,
+            apr0,
+            apr1,
+            vtimer_active: gic::ppi_active(VIRT_TIMER_INTID),
+        };
         gic::set_ppi_active(VIRT_TIMER_INTID, false);
         vcpu.vm.irq.mark_dirty(vcpu.index);
     }
@@ -152,10 +162,18 @@ pub fn sync_list_registers(vcpu: &mut Vcpu) {
     #[cfg(target_arch = "aarch64")]
     {
         let vgic = &vcpu.vm.irq.vgic;
-        let fill = vgic.sync_lrs(vcpu.index, &mut vgic_hw::HwListRegisters::new(vgic.config().model));
+        let fill = vgic.sync_lrs(
+            vcpu.index,
+            &mut vgic_hw::HwListRegisters::new(vgic.config().model),
+        );
         // UIE: a maintenance interrupt once the list registers (nearly) drain, to load the
         // interrupts that did not fit.
-        let hcr = vgic_hw::HCR_EN | if fill.more_pending { vgic_hw::HCR_UIE } else { 0 };
+        let hcr = vgic_hw::HCR_EN
+            | if fill.more_pending {
+                vgic_hw::HCR_UIE
+            } else {
+                0
+            };
         vgic_hw::write_hcr(hcr);
     }
     #[cfg(not(target_arch = "aarch64"))]

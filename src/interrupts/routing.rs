@@ -7,7 +7,7 @@
 //! A vCPU's exit path refills its list registers when it is dirty or took an interrupt exit —
 //! on no other exit, which keeps hypercalls and MMIO to other devices off the vGIC's lock.
 
-use super::vgic::{CurrentVcpu, Vgic, VcpuSet};
+use super::vgic::{CurrentVcpu, VcpuSet, Vgic};
 use crate::devices::{IrqLine, MmioDevice, MmioError};
 use alloc::{sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -24,14 +24,20 @@ pub struct IrqRouting {
 impl IrqRouting {
     pub fn new(vgic: Arc<Vgic>, placement: Vec<usize>) -> Self {
         let dirty = placement.iter().map(|_| AtomicBool::new(true)).collect();
-        IrqRouting { vgic, dirty, placement }
+        IrqRouting {
+            vgic,
+            dirty,
+            placement,
+        }
     }
 
     /// Marks `vcpus` dirty and kicks those pinned to other CPUs.
     pub fn deliver(&self, vcpus: VcpuSet) {
         let here = crate::cpu::current_index();
         for v in vcpus.iter() {
-            let Some(flag) = self.dirty.get(v) else { continue };
+            let Some(flag) = self.dirty.get(v) else {
+                continue;
+            };
             flag.store(true, Ordering::Release);
             let cpu = self.placement[v];
             if cpu != here {
@@ -43,7 +49,9 @@ impl IrqRouting {
     /// Whether vCPU `v` must refill its list registers; clears the mark.
     pub fn take_dirty(&self, v: usize) -> bool {
         // A plain load first: most exits find nothing to do and need no exclusive access.
-        self.dirty.get(v).is_some_and(|d| d.load(Ordering::Relaxed) && d.swap(false, Ordering::AcqRel))
+        self.dirty
+            .get(v)
+            .is_some_and(|d| d.load(Ordering::Relaxed) && d.swap(false, Ordering::AcqRel))
     }
 
     /// Marks vCPU `v` dirty without a kick (its own exit path will look).

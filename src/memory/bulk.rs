@@ -39,7 +39,11 @@ pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
 /// Only once the MMU is on (Veil's memory is then Normal), which is all of Veil's life after
 /// the first steps of boot.
 pub fn copy_slice(dst: &mut [u8], src: &[u8]) {
-    assert_eq!(dst.len(), src.len(), "copy_slice between slices of different lengths");
+    assert_eq!(
+        dst.len(),
+        src.len(),
+        "copy_slice between slices of different lengths"
+    );
     // SAFETY: both slices are live for their length and cannot overlap (`dst` is borrowed
     // mutably); they are Normal memory as the caller is told above.
     unsafe { copy(dst.as_mut_ptr(), src.as_ptr(), src.len()) }
@@ -247,9 +251,19 @@ mod tests {
                     dst.0.fill(GUARD);
                     // SAFETY: both ranges lie inside their buffers (len + 16 <= 4096 + 64).
                     unsafe { copy(dst.0.as_mut_ptr().add(d), src.0.as_ptr().add(s), len) };
-                    assert_eq!(&dst.0[d..d + len], &data[..len], "len {len}, src +{s}, dst +{d}");
-                    assert!(dst.0[..d].iter().all(|&b| b == GUARD), "wrote before: len {len}, dst +{d}");
-                    assert!(dst.0[d + len..].iter().all(|&b| b == GUARD), "wrote after: len {len}, dst +{d}");
+                    assert_eq!(
+                        &dst.0[d..d + len],
+                        &data[..len],
+                        "len {len}, src +{s}, dst +{d}"
+                    );
+                    assert!(
+                        dst.0[..d].iter().all(|&b| b == GUARD),
+                        "wrote before: len {len}, dst +{d}"
+                    );
+                    assert!(
+                        dst.0[d + len..].iter().all(|&b| b == GUARD),
+                        "wrote after: len {len}, dst +{d}"
+                    );
                 }
             }
         }
@@ -263,9 +277,18 @@ mod tests {
                 dst.0.fill(GUARD);
                 // SAFETY: the range lies inside the buffer.
                 unsafe { zero(dst.0.as_mut_ptr().add(d), len) };
-                assert!(dst.0[d..d + len].iter().all(|&b| b == 0), "len {len}, dst +{d}");
-                assert!(dst.0[..d].iter().all(|&b| b == GUARD), "wrote before: len {len}, dst +{d}");
-                assert!(dst.0[d + len..].iter().all(|&b| b == GUARD), "wrote after: len {len}, dst +{d}");
+                assert!(
+                    dst.0[d..d + len].iter().all(|&b| b == 0),
+                    "len {len}, dst +{d}"
+                );
+                assert!(
+                    dst.0[..d].iter().all(|&b| b == GUARD),
+                    "wrote before: len {len}, dst +{d}"
+                );
+                assert!(
+                    dst.0[d + len..].iter().all(|&b| b == GUARD),
+                    "wrote after: len {len}, dst +{d}"
+                );
             }
         }
     }

@@ -123,7 +123,12 @@ impl<'p> Tables<'p> {
 
     /// Maps `[start, end)` (page aligned) to itself with `attributes`, replacing what was there:
     /// whole blocks where the range covers them, tables (splitting blocks) where it does not.
-    pub fn map(&mut self, start: u64, end: u64, attributes: El23Attributes) -> Result<(), MapError> {
+    pub fn map(
+        &mut self,
+        start: u64,
+        end: u64,
+        attributes: El23Attributes,
+    ) -> Result<(), MapError> {
         let aligned = start.is_multiple_of(PAGE_SIZE) && end.is_multiple_of(PAGE_SIZE);
         if !aligned || start > end || end > 1 << VA_BITS {
             return Err(MapError::BadRange { start, end });
@@ -131,7 +136,14 @@ impl<'p> Tables<'p> {
         self.map_in(0, ROOT_LEVEL, start, end, attributes.bits() as u64)
     }
 
-    fn map_in(&mut self, table: usize, level: usize, start: u64, end: u64, attributes: u64) -> Result<(), MapError> {
+    fn map_in(
+        &mut self,
+        table: usize,
+        level: usize,
+        start: u64,
+        end: u64,
+        attributes: u64,
+    ) -> Result<(), MapError> {
         let size = level_size(level);
         let shift = size.trailing_zeros();
         let mut va = start;
@@ -154,7 +166,11 @@ impl<'p> Tables<'p> {
             if va == entry_start && whole > 0 && !is_table {
                 // Blocks, as many as the range covers whole in this table. (A block over a table
                 // would leak the table; the few ranges Veil maps never need that.)
-                fill(&mut self.pool[table].0[index..index + whole], va | attributes, size);
+                fill(
+                    &mut self.pool[table].0[index..index + whole],
+                    va | attributes,
+                    size,
+                );
                 va += whole as u64 * size;
                 continue;
             }
@@ -167,7 +183,11 @@ impl<'p> Tables<'p> {
                     // A block being split: the new table maps the same memory the same way.
                     let (base, flags) = (descriptor & ADDRESS_MASK, descriptor & !ADDRESS_MASK);
                     let kind = if level + 1 == 3 { TABLE_OR_PAGE } else { 0 };
-                    fill(&mut self.pool[sub].0, base | flags | kind, level_size(level + 1));
+                    fill(
+                        &mut self.pool[sub].0,
+                        base | flags | kind,
+                        level_size(level + 1),
+                    );
                 }
                 self.pool[table].0[index] = self.address(sub) | VALID | TABLE_OR_PAGE;
                 sub
@@ -266,7 +286,11 @@ mod tests {
             let leaf = level == 3 || descriptor & TABLE_OR_PAGE == 0;
             if leaf {
                 let offset = va & (size - 1);
-                return Some(((descriptor & ADDRESS_MASK) + offset, descriptor & !ADDRESS_MASK, level));
+                return Some((
+                    (descriptor & ADDRESS_MASK) + offset,
+                    descriptor & !ADDRESS_MASK,
+                    level,
+                ));
             }
             table = tables.table_index(descriptor);
         }
@@ -285,13 +309,32 @@ mod tests {
     fn qemu_virt_layout() {
         let mut pool = pool(POOL_PAGES);
         let mut tables = Tables::new(&mut pool).unwrap();
-        let ram = [Region { base: 0x4000_0000, size: 0x4000_0000 }];
+        let ram = [Region {
+            base: 0x4000_0000,
+            size: 0x4000_0000,
+        }];
         let devices = [
-            Region { base: 0x0900_0000, size: 0x1000 },
-            Region { base: 0x0800_0000, size: 0x1_0000 },
-            Region { base: 0x080a_0000, size: 0xf6_0000 },
+            Region {
+                base: 0x0900_0000,
+                size: 0x1000,
+            },
+            Region {
+                base: 0x0800_0000,
+                size: 0x1_0000,
+            },
+            Region {
+                base: 0x080a_0000,
+                size: 0xf6_0000,
+            },
         ];
-        let layout = El2Layout { ram: &ram, code: Region { base: 0x4008_0000, size: 0x2_0000 }, devices: &devices };
+        let layout = El2Layout {
+            ram: &ram,
+            code: Region {
+                base: 0x4008_0000,
+                size: 0x2_0000,
+            },
+            devices: &devices,
+        };
         build(&mut tables, &layout).unwrap();
         // RAM: read-write, XN, identity; 2 MiB blocks beside the code's 2 MiB.
         let (pa, flags, level) = lookup(&tables, 0x7fff_f000).unwrap();
@@ -312,7 +355,10 @@ mod tests {
         assert!(has(flags, DEVICE));
         let (pa, flags, level) = lookup(&tables, 0x0820_0004).unwrap();
         assert_eq!((pa, flags, level), (0x0820_0004, bits(DEVICE), 2));
-        assert_eq!(lookup(&tables, 0x080a_0000).map(|(pa, _, level)| (pa, level)), Some((0x080a_0000, 3)));
+        assert_eq!(
+            lookup(&tables, 0x080a_0000).map(|(pa, _, level)| (pa, level)),
+            Some((0x080a_0000, 3))
+        );
         assert!(lookup(&tables, 0x0809_f000).is_none());
         assert!(lookup(&tables, 0x0900_1000).is_none());
         assert!(lookup(&tables, 0x1000_0000).is_none());
@@ -340,14 +386,19 @@ mod tests {
             tables.map(start, end, attributes).unwrap();
         }
         for page in (0x3ff0_0000..0x8010_0000u64).step_by(PAGE_SIZE as usize) {
-            let expected = ranges.iter().rev().find(|(s, e, _)| (*s..*e).contains(&page));
+            let expected = ranges
+                .iter()
+                .rev()
+                .find(|(s, e, _)| (*s..*e).contains(&page));
             match (expected, lookup(&tables, page)) {
                 (None, None) => {}
                 (Some(&(_, _, attributes)), Some((pa, flags, _))) => {
                     assert_eq!(pa, page);
                     assert_eq!(flags & !TABLE_OR_PAGE, bits(attributes), "page {page:#x}");
                 }
-                (expected, found) => panic!("page {page:#x}: expected {expected:?}, found {found:?}"),
+                (expected, found) => {
+                    panic!("page {page:#x}: expected {expected:?}, found {found:?}")
+                }
             }
         }
     }
@@ -357,11 +408,20 @@ mod tests {
         let mut small = pool(2);
         let mut tables = Tables::new(&mut small).unwrap();
         // Level 2 fits, level 3 does not.
-        assert_eq!(tables.map(0x4000_0000, 0x4000_1000, DATA), Err(MapError::PoolExhausted));
+        assert_eq!(
+            tables.map(0x4000_0000, 0x4000_1000, DATA),
+            Err(MapError::PoolExhausted)
+        );
         let mut pool = pool(4);
         let mut tables = Tables::new(&mut pool).unwrap();
-        assert!(matches!(tables.map(0x1000, 0x1800, DATA), Err(MapError::BadRange { .. })));
-        assert!(matches!(tables.map(0, 2 << VA_BITS, DATA), Err(MapError::BadRange { .. })));
+        assert!(matches!(
+            tables.map(0x1000, 0x1800, DATA),
+            Err(MapError::BadRange { .. })
+        ));
+        assert!(matches!(
+            tables.map(0, 2 << VA_BITS, DATA),
+            Err(MapError::BadRange { .. })
+        ));
         assert_eq!(tables.map(0x2000, 0x2000, DATA), Ok(()));
         assert_eq!(tables.used(), 1);
     }

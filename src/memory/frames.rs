@@ -19,10 +19,19 @@ pub type FreeRanges = RegionList<MAX_FREE_RANGES>;
 pub fn free_ranges(memory: &[Region], reserved: &[Region]) -> FreeRanges {
     let mut out = FreeRanges::new();
     for mem in memory {
-        let Some(start) = align_up(mem.base, PAGE_SIZE) else { continue };
+        let Some(start) = align_up(mem.base, PAGE_SIZE) else {
+            continue;
+        };
         let end = align_down(mem.base.saturating_add(mem.size), PAGE_SIZE);
         if start < end {
-            subtract_into(Region { base: start, size: end - start }, reserved, &mut out);
+            subtract_into(
+                Region {
+                    base: start,
+                    size: end - start,
+                },
+                reserved,
+                &mut out,
+            );
         }
     }
     out
@@ -48,12 +57,18 @@ fn subtract_into(range: Region, holes: &[Region], out: &mut FreeRanges) {
             Some((h_start, h_end)) => {
                 if h_start > cursor {
                     // A full list only loses free memory, never hands out reserved memory.
-                    let _ = out.push(Region { base: cursor, size: h_start - cursor });
+                    let _ = out.push(Region {
+                        base: cursor,
+                        size: h_start - cursor,
+                    });
                 }
                 cursor = cursor.max(h_end);
             }
             None => {
-                let _ = out.push(Region { base: cursor, size: end - cursor });
+                let _ = out.push(Region {
+                    base: cursor,
+                    size: end - cursor,
+                });
                 break;
             }
         }
@@ -69,8 +84,14 @@ pub fn take_block(free: &mut FreeRanges, size: u64, align: u64) -> Option<u64> {
             if let Some(start) = align_up(r.base, align) {
                 if start.checked_add(size).is_some_and(|e| e <= r.end()) {
                     result = Some(start);
-                    let _ = rest.push(Region { base: r.base, size: start - r.base });
-                    let _ = rest.push(Region { base: start + size, size: r.end() - start - size });
+                    let _ = rest.push(Region {
+                        base: r.base,
+                        size: start - r.base,
+                    });
+                    let _ = rest.push(Region {
+                        base: start + size,
+                        size: r.end() - start - size,
+                    });
                     continue;
                 }
             }
@@ -113,7 +134,10 @@ pub fn free_contiguous(base: u64, size: u64) {
 
 fn add_ranges(frames: &mut Frames, free: &FreeRanges) {
     for r in free.iter() {
-        frames.add_frame((r.base / PAGE_SIZE) as usize, (r.end() / PAGE_SIZE) as usize);
+        frames.add_frame(
+            (r.base / PAGE_SIZE) as usize,
+            (r.end() / PAGE_SIZE) as usize,
+        );
     }
 }
 
@@ -135,7 +159,11 @@ pub fn alloc_contiguous_in(frames: &mut Frames, size: u64, align: u64) -> Option
 /// blocks as possible, largest first: a big guest's RAM need not be one block, and the buddy
 /// allocator cannot always give one (a 1 GiB block needs 1 GiB alignment). Returns (base,
 /// size) pairs, or `None` (and nothing allocated) if the memory is not there.
-pub fn alloc_blocks_in(frames: &mut Frames, size: u64, min_block: u64) -> Option<alloc::vec::Vec<(u64, u64)>> {
+pub fn alloc_blocks_in(
+    frames: &mut Frames,
+    size: u64,
+    min_block: u64,
+) -> Option<alloc::vec::Vec<(u64, u64)>> {
     if size == 0 || !min_block.is_power_of_two() || min_block < PAGE_SIZE || size % min_block != 0 {
         return None;
     }
@@ -194,9 +222,9 @@ mod tests {
     fn reservations_are_cut_out_page_aligned() {
         let mem = [r(0x4000_0000, 0x4000_0000)];
         let reserved = [
-            r(0x4008_0000, 0x12345),     // Veil's image, unaligned end
-            r(0x4800_0000, 0x10_0000),   // the DTB
-            r(0x4400_0100, 0x10),        // a tiny unaligned reservation
+            r(0x4008_0000, 0x12345),   // Veil's image, unaligned end
+            r(0x4800_0000, 0x10_0000), // the DTB
+            r(0x4400_0100, 0x10),      // a tiny unaligned reservation
         ];
         let free = free_ranges(&mem, &reserved);
         assert_eq!(
@@ -213,7 +241,12 @@ mod tests {
     #[test]
     fn overlapping_and_outside_reservations() {
         let mem = [r(0x1000, 0x9000), r(0x2_0000, 0x1000)];
-        let reserved = [r(0x0, 0x2000), r(0x1800, 0x1000), r(0x9000, 0x10_0000), r(0x5000, 0)];
+        let reserved = [
+            r(0x0, 0x2000),
+            r(0x1800, 0x1000),
+            r(0x9000, 0x10_0000),
+            r(0x5000, 0),
+        ];
         let free = free_ranges(&mem, &reserved);
         assert_eq!(free.as_slice(), &[r(0x3000, 0x6000)]);
     }
@@ -233,7 +266,10 @@ mod tests {
         assert_eq!(got, 0x4020_0000);
         assert_eq!(
             free.as_slice(),
-            &[r(0x4000_1000, 0x1f_f000), r(0x4040_0000, 0x4100_1000 - 0x4040_0000)]
+            &[
+                r(0x4000_1000, 0x1f_f000),
+                r(0x4040_0000, 0x4100_1000 - 0x4040_0000)
+            ]
         );
         assert_eq!(take_block(&mut free, 0x1_0000_0000, 0x1000), None);
     }
@@ -266,9 +302,21 @@ mod tests {
         let blocks = alloc_blocks_in(&mut frames, 6 << 20, 2 << 20).unwrap();
         assert_eq!(blocks.iter().map(|b| b.1).sum::<u64>(), 6 << 20);
         assert!(blocks.iter().all(|&(base, size)| base % size == 0));
-        assert!(blocks.iter().all(|&(base, size)| base >= 0x1_0020_0000 && base + size <= 0x1_0080_0000));
-        assert_eq!(alloc_blocks_in(&mut frames, 2 << 20, 2 << 20), None, "everything is taken");
-        assert_eq!(alloc_blocks_in(&mut frames, 3 << 20, 2 << 20), None, "not a multiple of the block");
+        assert!(
+            blocks
+                .iter()
+                .all(|&(base, size)| base >= 0x1_0020_0000 && base + size <= 0x1_0080_0000)
+        );
+        assert_eq!(
+            alloc_blocks_in(&mut frames, 2 << 20, 2 << 20),
+            None,
+            "everything is taken"
+        );
+        assert_eq!(
+            alloc_blocks_in(&mut frames, 3 << 20, 2 << 20),
+            None,
+            "not a multiple of the block"
+        );
         for (base, size) in blocks {
             free_in(&mut frames, base, size);
         }

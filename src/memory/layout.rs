@@ -19,8 +19,14 @@ mod symbols {
 pub fn image() -> Region {
     #[cfg(target_os = "none")]
     {
-        let (start, end) = (&raw const symbols::__image_start as u64, &raw const symbols::__image_end as u64);
-        Region { base: start, size: end - start }
+        let (start, end) = (
+            &raw const symbols::__image_start as u64,
+            &raw const symbols::__image_end as u64,
+        );
+        Region {
+            base: start,
+            size: end - start,
+        }
     }
     #[cfg(not(target_os = "none"))]
     {

@@ -57,17 +57,32 @@ pub struct Translated {
 
 impl Stage2Table {
     pub fn new() -> Self {
-        Stage2Table { map: Mapping::new(IdTranslation::new(), ROOT_LEVEL, Stage2) }
+        Stage2Table {
+            map: Mapping::new(IdTranslation::new(), ROOT_LEVEL, Stage2),
+        }
     }
 
     /// Maps `[ipa, ipa + size)` to `[pa, pa + size)` with `attributes`. All three page-aligned.
-    pub fn map(&mut self, ipa: u64, pa: u64, size: u64, attributes: Stage2Attributes) -> Result<(), MapError> {
+    pub fn map(
+        &mut self,
+        ipa: u64,
+        pa: u64,
+        size: u64,
+        attributes: Stage2Attributes,
+    ) -> Result<(), MapError> {
         let end = ipa.checked_add(size).filter(|&e| e <= 1 << IPA_BITS);
         let Some(end) = end else {
-            return Err(MapError::AddressRange(aarch64_paging::descriptor::VirtualAddress(ipa as usize)));
+            return Err(MapError::AddressRange(
+                aarch64_paging::descriptor::VirtualAddress(ipa as usize),
+            ));
         };
         let region = MemoryRegion::new(ipa as usize, end as usize);
-        self.map.map_range(&region, PhysicalAddress(pa as usize), attributes, Constraints::empty())
+        self.map.map_range(
+            &region,
+            PhysicalAddress(pa as usize),
+            attributes,
+            Constraints::empty(),
+        )
     }
 
     /// Removes any mapping of `[ipa, ipa + size)`, splitting blocks as needed.
@@ -86,20 +101,23 @@ impl Stage2Table {
         let region = MemoryRegion::new(ipa as usize, ipa as usize + 1);
         let mut found = None;
         self.map
-            .walk_range(&region, &mut |mr: &MemoryRegion, d: &Descriptor<Stage2Attributes>, level: usize| {
-                let leaf = level == 3 || !d.flags().contains(Stage2Attributes::TABLE_OR_PAGE);
-                if d.is_valid() && leaf {
-                    let _ = mr;
-                    // A leaf at `level` maps 4 KiB << 9 * (3 - level) bytes.
-                    let offset = ipa & ((4096u64 << (9 * (3 - level))) - 1);
-                    found = Some(Translated {
-                        pa: d.output_address().0 as u64 + offset,
-                        attributes: d.flags() & !Stage2Attributes::TABLE_OR_PAGE,
-                        level,
-                    });
-                }
-                Ok(())
-            })
+            .walk_range(
+                &region,
+                &mut |mr: &MemoryRegion, d: &Descriptor<Stage2Attributes>, level: usize| {
+                    let leaf = level == 3 || !d.flags().contains(Stage2Attributes::TABLE_OR_PAGE);
+                    if d.is_valid() && leaf {
+                        let _ = mr;
+                        // A leaf at `level` maps 4 KiB << 9 * (3 - level) bytes.
+                        let offset = ipa & ((4096u64 << (9 * (3 - level))) - 1);
+                        found = Some(Translated {
+                            pa: d.output_address().0 as u64 + offset,
+                            attributes: d.flags() & !Stage2Attributes::TABLE_OR_PAGE,
+                            level,
+                        });
+                    }
+                    Ok(())
+                },
+            )
             .ok()?;
         found
     }
@@ -129,7 +147,14 @@ pub const fn vttbr(root: u64, vmid: u8) -> u64 {
 /// another descriptor format; VS = 0 (8-bit VMID); bit 31 is RES1.
 pub const fn vtcr(pa_range: u64) -> u64 {
     let ps = if pa_range > 0b101 { 0b101 } else { pa_range };
-    (1 << 31) | (ps << 16) | (0b00 << 14) | (0b11 << 12) | (0b01 << 10) | (0b01 << 8) | (0b01 << 6) | (64 - IPA_BITS)
+    (1 << 31)
+        | (ps << 16)
+        | (0b00 << 14)
+        | (0b11 << 12)
+        | (0b01 << 10)
+        | (0b01 << 8)
+        | (0b01 << 6)
+        | (64 - IPA_BITS)
 }
 
 /// The guest-visible ID_AA64MMFR0_EL1.PARange: 0b001 = 36 bits, the largest size that fits in
@@ -167,7 +192,10 @@ mod tests {
         let t = s2.translate(0x0900_0004).unwrap();
         assert_eq!(t.pa, 0xfe20_1004);
         assert!(t.attributes.contains(Stage2Attributes::XN));
-        assert!(!t.attributes.contains(Stage2Attributes::MEMATTR_NORMAL_INNER_WB));
+        assert!(
+            !t.attributes
+                .contains(Stage2Attributes::MEMATTR_NORMAL_INNER_WB)
+        );
     }
 
     #[test]

@@ -58,7 +58,12 @@ pub fn guest_ptimer_access(vcpu: &mut Vcpu, reg: Register, write: Option<u64>) -
 /// Drives the vCPU's virtual INTID 30 with its physical timer's level at `now`.
 pub fn update_ptimer_line(vcpu: &mut Vcpu, now: u64) {
     let level = vcpu.ptimer.level(now);
-    if let Ok(kicks) = vcpu.vm.irq.vgic.set_level(GUEST_PTIMER_INTID, vcpu.index, level) {
+    if let Ok(kicks) = vcpu
+        .vm
+        .irq
+        .vgic
+        .set_level(GUEST_PTIMER_INTID, vcpu.index, level)
+    {
         vcpu.vm.irq.deliver(kicks);
     }
     vcpu.vm.irq.mark_dirty(vcpu.index);

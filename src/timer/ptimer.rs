@@ -41,7 +41,8 @@ impl PhysTimer {
     /// When the line will rise, if it is armed and not yet raised: the hypervisor timer
     /// backing this one is programmed with it.
     pub fn deadline(&self, now: u64) -> Option<u64> {
-        (self.ctl & CTL_ENABLE != 0 && self.ctl & CTL_IMASK == 0 && now < self.cval).then_some(self.cval)
+        (self.ctl & CTL_ENABLE != 0 && self.ctl & CTL_IMASK == 0 && now < self.cval)
+            .then_some(self.cval)
     }
 
     pub fn read(&self, reg: Register, now: u64) -> u64 {
@@ -94,7 +95,15 @@ mod tests {
         assert_eq!(t.deadline(100), None);
         t.write(Register::Ctl, CTL_ENABLE | CTL_IMASK | CTL_ISTATUS, 0);
         assert!(!t.level(100), "masked");
-        assert_eq!(t.read(Register::Ctl, 100), CTL_ENABLE | CTL_IMASK | CTL_ISTATUS, "ISTATUS is read-only");
-        assert_eq!(t.deadline(50), None, "a masked timer needs no backing timer");
+        assert_eq!(
+            t.read(Register::Ctl, 100),
+            CTL_ENABLE | CTL_IMASK | CTL_ISTATUS,
+            "ISTATUS is read-only"
+        );
+        assert_eq!(
+            t.deadline(50),
+            None,
+            "a masked timer needs no backing timer"
+        );
     }
 }

@@ -13,7 +13,11 @@
 //! assembles the same bytes the other way round, so each element is byte-reversed between the
 //! guest's register and the device ([`device_order`]), before a load is extended.
 
-use super::{Exit, esr::{DataAbort, Esr, extend_load}, inject, insn};
+use super::{
+    Exit,
+    esr::{DataAbort, Esr, extend_load},
+    inject, insn,
+};
 use crate::vm::vcpu::Vcpu;
 
 /// The faulting guest physical address: HPFAR_EL2.FIPA (bits [43:4]) holds IPA[51:12]; the
@@ -27,7 +31,9 @@ pub const fn fault_ipa(hpfar: u64, far: u64) -> u64 {
 /// I[SC]ACTIVER) of the distributor (0x200-0x3ff) or of a redistributor's SGI_base frame. The
 /// list registers are folded back before such a read answers.
 pub const fn reads_live_irq_state(ipa: u64) -> bool {
-    use crate::vm::virtual_board::{GICD_BASE, GICD_SIZE, GICR_BASE, GICR_REGION_SIZE, GICR_STRIDE};
+    use crate::vm::virtual_board::{
+        GICD_BASE, GICD_SIZE, GICR_BASE, GICR_REGION_SIZE, GICR_STRIDE,
+    };
     if ipa >= GICD_BASE && ipa < GICD_BASE + GICD_SIZE {
         let offset = ipa - GICD_BASE;
         return offset >= 0x200 && offset < 0x400;
@@ -65,8 +71,16 @@ pub const fn big_endian_data(spsr: u64, sctlr_el1: u64) -> bool {
 /// directions; bytes above `size` are dropped.
 pub const fn device_order(value: u64, size: u8, big_endian: bool) -> u64 {
     let bits = size as u32 * 8;
-    let value = if bits >= 64 { value } else { value & ((1u64 << bits) - 1) };
-    if big_endian && bits > 8 && bits <= 64 { value.swap_bytes() >> (64 - bits) } else { value }
+    let value = if bits >= 64 {
+        value
+    } else {
+        value & ((1u64 << bits) - 1)
+    };
+    if big_endian && bits > 8 && bits <= 64 {
+        value.swap_bytes() >> (64 - bits)
+    } else {
+        value
+    }
 }
 
 /// Handles a stage-2 data abort from `vcpu`.
@@ -77,7 +91,12 @@ pub fn handle(vcpu: &mut Vcpu, esr: Esr, hpfar: u64, far: u64) -> Exit {
         crate::interrupts::sync_list_registers(vcpu);
     }
     if abort.stage1_walk {
-        return refuse(vcpu, far, abort.write, format_args!("guest page-table walk at IPA {ipa:#x}: not RAM"));
+        return refuse(
+            vcpu,
+            far,
+            abort.write,
+            format_args!("guest page-table walk at IPA {ipa:#x}: not RAM"),
+        );
     }
     if abort.isv {
         single_access(vcpu, &abort, ipa, far)
@@ -114,7 +133,10 @@ fn single_access(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64) -> Exit
         match device.read(offset, abort.size) {
             Ok(value) => {
                 let value = device_order(value, abort.size, big_endian);
-                vcpu.regs.write(abort.register, extend_load(value, abort.size, abort.sign_extend, abort.sixty_four));
+                vcpu.regs.write(
+                    abort.register,
+                    extend_load(value, abort.size, abort.sign_extend, abort.sixty_four),
+                );
                 true
             }
             Err(_) => false,
@@ -130,7 +152,13 @@ fn single_access(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64) -> Exit
 
 /// Refuses an ISV = 1 access: nothing at `ipa`, or the device (`name`, register `offset`) said no.
 #[cold]
-fn refuse_single(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64, device: Option<(&str, u64)>) -> Exit {
+fn refuse_single(
+    vcpu: &mut Vcpu,
+    abort: &DataAbort,
+    ipa: u64,
+    far: u64,
+    device: Option<(&str, u64)>,
+) -> Exit {
     let access = if abort.write { "write" } else { "read" };
     let reg = if abort.sixty_four { 'x' } else { 'w' };
     match device {
@@ -138,13 +166,19 @@ fn refuse_single(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64, device:
             vcpu,
             far,
             abort.write,
-            format_args!("{}-byte {access} ({reg}{}) at IPA {ipa:#x}: no RAM or device there", abort.size, abort.register),
+            format_args!(
+                "{}-byte {access} ({reg}{}) at IPA {ipa:#x}: no RAM or device there",
+                abort.size, abort.register
+            ),
         ),
         Some((name, offset)) => refuse(
             vcpu,
             far,
             abort.write,
-            format_args!("{}-byte {access} of {name} register {offset:#x} (IPA {ipa:#x}): not a valid access", abort.size),
+            format_args!(
+                "{}-byte {access} of {name} register {offset:#x} (IPA {ipa:#x}): not a valid access",
+                abort.size
+            ),
         ),
     }
 }
@@ -152,14 +186,21 @@ fn refuse_single(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64, device:
 /// An access without syndrome (ISV = 0): decode the instruction and perform each element.
 fn decoded_access(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64) -> Exit {
     let Some(word) = fetch_instruction(vcpu) else {
-        return refuse(vcpu, far, abort.write, format_args!("access at IPA {ipa:#x} by an instruction Veil cannot read"));
+        return refuse(
+            vcpu,
+            far,
+            abort.write,
+            format_args!("access at IPA {ipa:#x} by an instruction Veil cannot read"),
+        );
     };
     let Some(access) = insn::decode(word) else {
         return refuse(
             vcpu,
             far,
             abort.write,
-            format_args!("access at IPA {ipa:#x} by instruction {word:#010x}, which Veil does not emulate on devices"),
+            format_args!(
+                "access at IPA {ipa:#x} by instruction {word:#010x}, which Veil does not emulate on devices"
+            ),
         );
     };
     let spsr = vcpu.regs.spsr;
@@ -170,7 +211,12 @@ fn decoded_access(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64) -> Exi
     }) {
         Ok(plan) => plan,
         Err(e) => {
-            return refuse(vcpu, far, abort.write, format_args!("access at IPA {ipa:#x} by {word:#010x}: {e:?}"));
+            return refuse(
+                vcpu,
+                far,
+                abort.write,
+                format_args!("access at IPA {ipa:#x} by {word:#010x}: {e:?}"),
+            );
         }
     };
     let vm = vcpu.vm.clone();
@@ -179,12 +225,12 @@ fn decoded_access(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64) -> Exi
         let (device, offset) = vm.mmio.find(element.ipa).ok_or(element.ipa)?;
         let size = element.size;
         match element.kind {
-            insn::ElementKind::Store { value } => {
-                device.write(offset, size, device_order(value, size, big_endian)).map(|_| 0)
-            }
-            insn::ElementKind::Load { .. } => {
-                device.read(offset, size).map(|value| device_order(value, size, big_endian))
-            }
+            insn::ElementKind::Store { value } => device
+                .write(offset, size, device_order(value, size, big_endian))
+                .map(|_| 0),
+            insn::ElementKind::Load { .. } => device
+                .read(offset, size)
+                .map(|value| device_order(value, size, big_endian)),
         }
         .map_err(|_| element.ipa)
     });
@@ -207,7 +253,9 @@ fn decoded_access(vcpu: &mut Vcpu, abort: &DataAbort, ipa: u64, far: u64) -> Exi
             vcpu,
             far,
             abort.write,
-            format_args!("access at IPA {bad:#x} by {word:#010x}: no device there or not a valid access"),
+            format_args!(
+                "access at IPA {bad:#x} by {word:#010x}: no device there or not a valid access"
+            ),
         ),
     }
 }
@@ -235,11 +283,19 @@ mod arch {
     }
 
     pub fn read_guest_sp(spsr: u64) -> u64 {
-        if uses_sp_el1(spsr) { SP_EL1.get() } else { SP_EL0.get() }
+        if uses_sp_el1(spsr) {
+            SP_EL1.get()
+        } else {
+            SP_EL0.get()
+        }
     }
 
     pub fn write_guest_sp(spsr: u64, value: u64) {
-        if uses_sp_el1(spsr) { SP_EL1.set(value) } else { SP_EL0.set(value) }
+        if uses_sp_el1(spsr) {
+            SP_EL1.set(value)
+        } else {
+            SP_EL0.set(value)
+        }
     }
 
     /// The running guest's SCTLR_EL1 (Veil runs at EL2 without VHE, so this is the guest's).
@@ -284,9 +340,18 @@ mod tests {
         assert!(reads_live_irq_state(0x0800_03fc), "GICD_ICACTIVER31");
         assert!(!reads_live_irq_state(0x0800_0004), "GICD_TYPER");
         assert!(!reads_live_irq_state(0x0800_0400), "GICD_IPRIORITYR0");
-        assert!(reads_live_irq_state(0x080a_0000 + 0x1_0300), "GICR0 ISACTIVER0");
-        assert!(reads_live_irq_state(0x080a_0000 + 0x2_0000 + 0x1_0200), "GICR1 ISPENDR0");
-        assert!(!reads_live_irq_state(0x080a_0000 + 0x0_0200), "RD_base, not SGI_base");
+        assert!(
+            reads_live_irq_state(0x080a_0000 + 0x1_0300),
+            "GICR0 ISACTIVER0"
+        );
+        assert!(
+            reads_live_irq_state(0x080a_0000 + 0x2_0000 + 0x1_0200),
+            "GICR1 ISPENDR0"
+        );
+        assert!(
+            !reads_live_irq_state(0x080a_0000 + 0x0_0200),
+            "RD_base, not SGI_base"
+        );
         assert!(!reads_live_irq_state(0x0900_0200), "the UART");
     }
 
@@ -320,12 +385,18 @@ mod tests {
         assert_eq!(device_order(0x11, 4, true), 0x1100_0000);
         assert_eq!(device_order(0x0c07_0000, 4, true), 0x70c);
         assert_eq!(device_order(0x1234, 2, true), 0x3412);
-        assert_eq!(device_order(0x0102_0304_0506_0708, 8, true), 0x0807_0605_0403_0201);
+        assert_eq!(
+            device_order(0x0102_0304_0506_0708, 8, true),
+            0x0807_0605_0403_0201
+        );
         // Bytes have no order; bytes above the access are dropped either way.
         assert_eq!(device_order(0xffab, 1, true), 0xab);
         assert_eq!(device_order(0xdead_1234, 2, false), 0x1234);
         assert_eq!(device_order(0xdead_1234, 2, true), 0x3412);
         // Swapped before extension: 0x80 00 as a big-endian halfword is negative.
-        assert_eq!(extend_load(device_order(0x0080, 2, true), 2, true, true), 0xffff_ffff_ffff_8000);
+        assert_eq!(
+            extend_load(device_order(0x0080, 2, true), 2, true, true),
+            0xffff_ffff_ffff_8000
+        );
     }
 }

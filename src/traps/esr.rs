@@ -159,14 +159,22 @@ impl DataAbort {
 /// Sign- or zero-extends a loaded MMIO value as the faulting load would have, per SSE and SF.
 pub const fn extend_load(value: u64, size: u8, sign_extend: bool, sixty_four: bool) -> u64 {
     let bits = size as u32 * 8;
-    let value = if bits >= 64 { value } else { value & ((1u64 << bits) - 1) };
+    let value = if bits >= 64 {
+        value
+    } else {
+        value & ((1u64 << bits) - 1)
+    };
     let extended = if sign_extend && bits < 64 {
         let shift = 64 - bits;
         (((value << shift) as i64) >> shift) as u64
     } else {
         value
     };
-    if sixty_four { extended } else { extended & 0xffff_ffff }
+    if sixty_four {
+        extended
+    } else {
+        extended & 0xffff_ffff
+    }
 }
 
 /// Trapped MSR/MRS or system instruction syndrome (EC 0x18), ISS fields.
@@ -191,13 +199,23 @@ pub struct SysRegEncoding {
 
 impl SysRegEncoding {
     pub const fn new(op0: u8, op1: u8, crn: u8, crm: u8, op2: u8) -> Self {
-        SysRegEncoding { op0, op1, crn, crm, op2 }
+        SysRegEncoding {
+            op0,
+            op1,
+            crn,
+            crm,
+            op2,
+        }
     }
 }
 
 impl core::fmt::Display for SysRegEncoding {
     fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
-        write!(f, "S{}_{}_C{}_C{}_{}", self.op0, self.op1, self.crn, self.crm, self.op2)
+        write!(
+            f,
+            "S{}_{}_C{}_C{}_{}",
+            self.op0, self.op1, self.crn, self.crm, self.op2
+        )
     }
 }
 
@@ -252,7 +270,13 @@ mod tests {
     fn data_abort_every_size_and_flag() {
         for sas in 0..4u32 {
             for srt in [0u32, 17, 30, 31] {
-                let iss = (1 << 24) | (sas << 22) | (1 << 21) | (srt << 16) | (1 << 15) | (1 << 14) | 0b001111;
+                let iss = (1 << 24)
+                    | (sas << 22)
+                    | (1 << 21)
+                    | (srt << 16)
+                    | (1 << 15)
+                    | (1 << 14)
+                    | 0b001111;
                 let da = DataAbort::decode(iss);
                 assert_eq!(da.size, 1 << sas);
                 assert_eq!(da.register as u32, srt);
@@ -261,7 +285,9 @@ mod tests {
             }
         }
         let da = DataAbort::decode((1 << 10) | (1 << 9) | (1 << 8) | (1 << 7));
-        assert!(!da.isv && da.far_not_valid && da.external && da.cache_maintenance && da.stage1_walk);
+        assert!(
+            !da.isv && da.far_not_valid && da.external && da.cache_maintenance && da.stage1_walk
+        );
     }
 
     #[test]
@@ -271,8 +297,14 @@ mod tests {
         assert_eq!(extend_load(0x80, 1, true, false), 0xffff_ff80);
         assert_eq!(extend_load(0x7fff, 2, true, true), 0x7fff);
         assert_eq!(extend_load(0x8000, 2, true, true), 0xffff_ffff_ffff_8000);
-        assert_eq!(extend_load(0x1234_8000_0000, 4, true, true), 0xffff_ffff_8000_0000);
-        assert_eq!(extend_load(0xdead_beef_0000_0001, 8, true, true), 0xdead_beef_0000_0001);
+        assert_eq!(
+            extend_load(0x1234_8000_0000, 4, true, true),
+            0xffff_ffff_8000_0000
+        );
+        assert_eq!(
+            extend_load(0xdead_beef_0000_0001, 8, true, true),
+            0xdead_beef_0000_0001
+        );
         assert_eq!(extend_load(0xdead_beef_0000_0001, 8, false, false), 1);
         // Bytes above the access size are dropped even without sign extension.
         assert_eq!(extend_load(0xffff_ff01, 1, false, true), 0x01);

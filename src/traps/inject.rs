@@ -69,7 +69,13 @@ const fn from_el1(spsr: u64) -> bool {
 }
 
 /// Computes the exception entry for `esr` at the guest's current state.
-pub fn compute(regs: &GuestRegs, vbar_el1: u64, sctlr_el1: u64, esr_el1: u64, far_el1: Option<u64>) -> Injection {
+pub fn compute(
+    regs: &GuestRegs,
+    vbar_el1: u64,
+    sctlr_el1: u64,
+    esr_el1: u64,
+    far_el1: Option<u64>,
+) -> Injection {
     let old = regs.spsr;
     let mut pstate = SPSR_M_EL1H | SPSR_DAIF | (old & (SPSR_PAN | SPSR_DIT));
     if sctlr_el1 & SCTLR_SPAN == 0 {
@@ -96,13 +102,21 @@ pub const fn undef_esr() -> u64 {
 /// ESR_EL1 for a synchronous external abort on a data access (`write` = WnR) at the guest's
 /// current state.
 pub const fn data_abort_esr(spsr: u64, write: bool) -> u64 {
-    let ec = if from_el1(spsr) { class::DABT_CURRENT } else { class::DABT_LOWER };
+    let ec = if from_el1(spsr) {
+        class::DABT_CURRENT
+    } else {
+        class::DABT_LOWER
+    };
     (ec << 26) | ESR_IL | if write { 1 << 6 } else { 0 } | FSC_SYNC_EXTERNAL_ABORT
 }
 
 /// ESR_EL1 for a synchronous external abort on an instruction fetch.
 pub const fn instruction_abort_esr(spsr: u64) -> u64 {
-    let ec = if from_el1(spsr) { class::IABT_CURRENT } else { class::IABT_LOWER };
+    let ec = if from_el1(spsr) {
+        class::IABT_CURRENT
+    } else {
+        class::IABT_LOWER
+    };
     (ec << 26) | ESR_IL | FSC_SYNC_EXTERNAL_ABORT
 }
 
@@ -128,14 +142,26 @@ pub fn undefined_instruction(regs: &mut GuestRegs) {
 /// Makes the guest take a synchronous external abort for its data access to `far`.
 pub fn data_abort(regs: &mut GuestRegs, far: u64, write: bool) {
     let (vbar, sctlr) = arch::read_vbar_sctlr();
-    let injection = compute(regs, vbar, sctlr, data_abort_esr(regs.spsr, write), Some(far));
+    let injection = compute(
+        regs,
+        vbar,
+        sctlr,
+        data_abort_esr(regs.spsr, write),
+        Some(far),
+    );
     apply(regs, &injection);
 }
 
 /// Makes the guest take a synchronous external abort for fetching an instruction at `far`.
 pub fn instruction_abort(regs: &mut GuestRegs, far: u64) {
     let (vbar, sctlr) = arch::read_vbar_sctlr();
-    let injection = compute(regs, vbar, sctlr, instruction_abort_esr(regs.spsr), Some(far));
+    let injection = compute(
+        regs,
+        vbar,
+        sctlr,
+        instruction_abort_esr(regs.spsr),
+        Some(far),
+    );
     apply(regs, &injection);
 }
 
@@ -173,7 +199,11 @@ mod tests {
     use super::*;
 
     fn regs(pc: u64, spsr: u64) -> GuestRegs {
-        GuestRegs { pc, spsr, ..Default::default() }
+        GuestRegs {
+            pc,
+            spsr,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -212,7 +242,10 @@ mod tests {
         // From EL1: "current EL" classes; from EL0: "lower EL".
         assert_eq!(data_abort_esr(0x3c5, true) >> 26, class::DABT_CURRENT);
         assert_eq!(data_abort_esr(0x0, false) >> 26, class::DABT_LOWER);
-        assert_eq!(data_abort_esr(0x3c5, true) & 0x7f, (1 << 6) | FSC_SYNC_EXTERNAL_ABORT);
+        assert_eq!(
+            data_abort_esr(0x3c5, true) & 0x7f,
+            (1 << 6) | FSC_SYNC_EXTERNAL_ABORT
+        );
         assert_eq!(instruction_abort_esr(0x3c4) >> 26, class::IABT_CURRENT);
         assert_eq!(instruction_abort_esr(0x0) >> 26, class::IABT_LOWER);
         let r = regs(0x4000_0000, 0x3c5);

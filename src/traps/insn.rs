@@ -164,7 +164,13 @@ pub fn decode(insn: u32) -> Option<Access> {
     } else if insn & 0x3fff_fc00 == 0x38bf_c000 {
         // "Atomic memory operations" class: only LDAPR (A=1, R=0, Rs=11111, o3=1, opc=100)
         // is a plain load. The rest read-modify-write memory.
-        Some(simple(insn, MemOp::Load { sign_extend: false, dest_64: field(insn, 31, 30) == 3 }))
+        Some(simple(
+            insn,
+            MemOp::Load {
+                sign_extend: false,
+                dest_64: field(insn, 31, 30) == 3,
+            },
+        ))
     } else if insn & 0x3a00_0000 == 0x2800_0000 {
         pair(insn)
     } else if insn & 0x3fbf_7c00 == 0x089f_7c00 {
@@ -174,7 +180,10 @@ pub fn decode(insn: u32) -> Option<Access> {
         // is refused rather than guessed at: assemblers never emit one, and a later
         // extension may give it a meaning.
         let op = if bit(insn, 22) {
-            MemOp::Load { sign_extend: false, dest_64: field(insn, 31, 30) == 3 }
+            MemOp::Load {
+                sign_extend: false,
+                dest_64: field(insn, 31, 30) == 3,
+            }
         } else {
             MemOp::Store
         };
@@ -212,11 +221,20 @@ fn simple(insn: u32, op: MemOp) -> Access {
 fn gpr_op(size: u32, opc: u32) -> Option<MemOp> {
     match (opc, size) {
         (0b00, _) => Some(MemOp::Store),
-        (0b01, _) => Some(MemOp::Load { sign_extend: false, dest_64: size == 3 }),
+        (0b01, _) => Some(MemOp::Load {
+            sign_extend: false,
+            dest_64: size == 3,
+        }),
         // LDRSB/LDRSH/LDRSW into an X register.
-        (0b10, 0..=2) => Some(MemOp::Load { sign_extend: true, dest_64: true }),
+        (0b10, 0..=2) => Some(MemOp::Load {
+            sign_extend: true,
+            dest_64: true,
+        }),
         // LDRSB/LDRSH into a W register.
-        (0b11, 0..=1) => Some(MemOp::Load { sign_extend: true, dest_64: false }),
+        (0b11, 0..=1) => Some(MemOp::Load {
+            sign_extend: true,
+            dest_64: false,
+        }),
         // size 11, opc 10 is PRFM/PRFUM (a prefetch never faults); the rest are unallocated.
         _ => None,
     }
@@ -231,7 +249,10 @@ fn simd_op(size: u32, opc: u32) -> Option<(u8, MemOp)> {
         _ => return None,
     };
     let op = if opc & 1 == 1 {
-        MemOp::Load { sign_extend: false, dest_64: bytes >= 8 }
+        MemOp::Load {
+            sign_extend: false,
+            dest_64: bytes >= 8,
+        }
     } else {
         MemOp::Store
     };
@@ -275,8 +296,16 @@ fn single_imm9(insn: u32) -> Option<Access> {
     let (size, op, simd_fp) = single_op(insn)?;
     let imm = sign_extend(field(insn, 20, 12), 9);
     let base = rn(insn);
-    let pre = Some(Writeback { base, offset: imm, post_index: false });
-    let post = Some(Writeback { base, offset: imm, post_index: true });
+    let pre = Some(Writeback {
+        base,
+        offset: imm,
+        post_index: false,
+    });
+    let post = Some(Writeback {
+        base,
+        offset: imm,
+        post_index: true,
+    });
     let (offset, writeback) = match field(insn, 11, 10) {
         0b00 => (imm, None), // LDUR/STUR
         0b01 => (0, post),
@@ -286,7 +315,10 @@ fn single_imm9(insn: u32) -> Option<Access> {
         0b11 => (imm, pre),
         _ => return None,
     };
-    Some(Access { writeback, ..single(insn, size, op, simd_fp, Offset::Imm(offset)) })
+    Some(Access {
+        writeback,
+        ..single(insn, size, op, simd_fp, Offset::Imm(offset))
+    })
 }
 
 /// `LDR Xt, [Xn, Xm{, extend {#amount}}]`.
@@ -300,8 +332,16 @@ fn single_register_offset(insn: u32) -> Option<Access> {
         _ => return None, // option<1> = 0 is unallocated
     };
     // S scales the index by the element size; for bytes the amount is 0 either way.
-    let shift = if bit(insn, 12) { size.trailing_zeros() as u8 } else { 0 };
-    let offset = Offset::Reg { rm: field(insn, 20, 16) as u8, extend, shift };
+    let shift = if bit(insn, 12) {
+        size.trailing_zeros() as u8
+    } else {
+        0
+    };
+    let offset = Offset::Reg {
+        rm: field(insn, 20, 16) as u8,
+        extend,
+        shift,
+    };
     Some(single(insn, size, op, simd_fp, offset))
 }
 
@@ -319,7 +359,10 @@ fn pair(insn: u32) -> Option<Access> {
             _ => return None,
         };
         let op = if load {
-            MemOp::Load { sign_extend: false, dest_64: size >= 8 }
+            MemOp::Load {
+                sign_extend: false,
+                dest_64: size >= 8,
+            }
         } else {
             MemOp::Store
         };
@@ -327,10 +370,28 @@ fn pair(insn: u32) -> Option<Access> {
     } else {
         match (opc, load) {
             (0b00, false) | (0b10, false) => (4 << (opc >> 1), MemOp::Store),
-            (0b00, true) => (4, MemOp::Load { sign_extend: false, dest_64: false }),
-            (0b10, true) => (8, MemOp::Load { sign_extend: false, dest_64: true }),
+            (0b00, true) => (
+                4,
+                MemOp::Load {
+                    sign_extend: false,
+                    dest_64: false,
+                },
+            ),
+            (0b10, true) => (
+                8,
+                MemOp::Load {
+                    sign_extend: false,
+                    dest_64: true,
+                },
+            ),
             // LDPSW; it has no non-temporal form.
-            (0b01, true) if index != 0b00 => (4, MemOp::Load { sign_extend: true, dest_64: true }),
+            (0b01, true) if index != 0b00 => (
+                4,
+                MemOp::Load {
+                    sign_extend: true,
+                    dest_64: true,
+                },
+            ),
             // opc 01 with L = 0 is STGP (it writes allocation tags); opc 11 is unallocated.
             _ => return None,
         }
@@ -339,8 +400,22 @@ fn pair(insn: u32) -> Option<Access> {
     let base = rn(insn);
     let (offset, writeback) = match index {
         0b00 | 0b10 => (imm, None), // LDNP/STNP, and the signed offset form
-        0b01 => (0, Some(Writeback { base, offset: imm, post_index: true })),
-        _ => (imm, Some(Writeback { base, offset: imm, post_index: false })),
+        0b01 => (
+            0,
+            Some(Writeback {
+                base,
+                offset: imm,
+                post_index: true,
+            }),
+        ),
+        _ => (
+            imm,
+            Some(Writeback {
+                base,
+                offset: imm,
+                post_index: false,
+            }),
+        ),
     };
     Some(Access {
         op,
@@ -361,7 +436,9 @@ fn pair(insn: u32) -> Option<Access> {
 /// permitted outcome. Stores with writeback that store their base store its old value, which
 /// is also a permitted outcome, so they are kept.
 fn sane(access: Access) -> Option<Access> {
-    let MemOp::Load { .. } = access.op else { return Some(access) };
+    let MemOp::Load { .. } = access.op else {
+        return Some(access);
+    };
     if access.pair && access.regs[0] == access.regs[1] {
         return None;
     }
@@ -387,7 +464,11 @@ pub enum Operand {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ElementKind {
     /// Read `size` bytes, extend them as told, put them in `dest` (31: discard).
-    Load { dest: u8, sign_extend: bool, dest_64: bool },
+    Load {
+        dest: u8,
+        sign_extend: bool,
+        dest_64: bool,
+    },
     /// Write the low `size` bytes of `value` (already masked).
     Store { value: u64 },
 }
@@ -460,7 +541,11 @@ pub fn plan(
     if access.simd_fp {
         return Err(PlanError::SimdFp);
     }
-    let base = if access.base == 31 { read(Operand::Sp) } else { read(Operand::Gpr(access.base)) };
+    let base = if access.base == 31 {
+        read(Operand::Sp)
+    } else {
+        read(Operand::Gpr(access.base))
+    };
     let offset = match access.offset {
         Offset::Imm(imm) => imm as u64,
         Offset::Reg { rm, extend, shift } => {
@@ -486,29 +571,58 @@ pub fn plan(
         return Err(PlanError::CrossesPage);
     }
     let first = fault_ipa - into;
-    let last = first.checked_add(access.bytes() - 1).ok_or(PlanError::CrossesPage)?;
+    let last = first
+        .checked_add(access.bytes() - 1)
+        .ok_or(PlanError::CrossesPage)?;
     if last & !PAGE_MASK != fault_ipa & !PAGE_MASK {
         return Err(PlanError::CrossesPage);
     }
 
     let size = access.size;
-    let mask = if size >= 8 { u64::MAX } else { (1u64 << (size * 8)) - 1 };
+    let mask = if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (size * 8)) - 1
+    };
     let element = |i: usize| {
         let reg = access.regs[i];
         let kind = match access.op {
-            MemOp::Load { sign_extend, dest_64 } => {
-                ElementKind::Load { dest: reg, sign_extend, dest_64 }
-            }
-            MemOp::Store => ElementKind::Store { value: read(Operand::Gpr(reg)) & mask },
+            MemOp::Load {
+                sign_extend,
+                dest_64,
+            } => ElementKind::Load {
+                dest: reg,
+                sign_extend,
+                dest_64,
+            },
+            MemOp::Store => ElementKind::Store {
+                value: read(Operand::Gpr(reg)) & mask,
+            },
         };
-        Element { ipa: first + (i as u64) * size as u64, size, kind }
+        Element {
+            ipa: first + (i as u64) * size as u64,
+            size,
+            kind,
+        }
     };
     let first_element = element(0);
-    let elements = [first_element, if access.pair { element(1) } else { first_element }];
-    let writeback = access
-        .writeback
-        .map(|wb| BaseUpdate { base: wb.base, value: base.wrapping_add(wb.offset as u64) });
-    Ok(Plan { elements, count: access.elements(), writeback })
+    let elements = [
+        first_element,
+        if access.pair {
+            element(1)
+        } else {
+            first_element
+        },
+    ];
+    let writeback = access.writeback.map(|wb| BaseUpdate {
+        base: wb.base,
+        value: base.wrapping_add(wb.offset as u64),
+    });
+    Ok(Plan {
+        elements,
+        count: access.elements(),
+        writeback,
+    })
 }
 
 /// The register writes that finish an emulated instruction. Loaded registers never alias the
@@ -542,12 +656,21 @@ pub fn perform<E>(
     let mut count = 0;
     for element in plan.elements() {
         let value = access(element)?;
-        if let ElementKind::Load { dest, sign_extend, dest_64 } = element.kind {
+        if let ElementKind::Load {
+            dest,
+            sign_extend,
+            dest_64,
+        } = element.kind
+        {
             loaded[count] = (dest, extend_load(value, element.size, sign_extend, dest_64));
             count += 1;
         }
     }
-    Ok(Completion { loaded, count, writeback: plan.writeback })
+    Ok(Completion {
+        loaded,
+        count,
+        writeback: plan.writeback,
+    })
 }
 
 #[cfg(test)]
@@ -573,7 +696,10 @@ mod tests {
         let pair = if a.pair { "p" } else { "" };
         match a.op {
             MemOp::Store => s += &format!("st{pair}{}", a.size),
-            MemOp::Load { sign_extend, dest_64 } => {
+            MemOp::Load {
+                sign_extend,
+                dest_64,
+            } => {
                 s += &format!("ld{pair}{}{}", if sign_extend { "s" } else { "" }, a.size);
                 if !a.simd_fp {
                     s += if dest_64 { "x" } else { "w" };
@@ -584,7 +710,13 @@ mod tests {
         if a.pair {
             s += &format!(",t{}", a.regs[1]);
         }
-        let reg = |n: u8, zero: &str| if n == 31 { String::from(zero) } else { format!("x{n}") };
+        let reg = |n: u8, zero: &str| {
+            if n == 31 {
+                String::from(zero)
+            } else {
+                format!("x{n}")
+            }
+        };
         s += &format!(" [{}", reg(a.base, "sp"));
         match a.offset {
             Offset::Imm(0) => {}
@@ -652,30 +784,98 @@ mod tests {
         (0xb800458b, "str w11, [x12], #4", "st4 t11 [x12] post+4"),
         (0x381fffed, "strb w13, [sp, #-1]!", "st1 t13 [sp-1]!"),
         (0xf8626820, "ldr x0, [x1, x2]", "ld8x t0 [x1,x2 lsl 0]"),
-        (0xf8657883, "ldr x3, [x4, x5, lsl #3]", "ld8x t3 [x4,x5 lsl 3]"),
-        (0xb86848e6, "ldr w6, [x7, w8, uxtw]", "ld4w t6 [x7,x8 uxtw 0]"),
-        (0xb86b5949, "ldr w9, [x10, w11, uxtw #2]", "ld4w t9 [x10,x11 uxtw 2]"),
-        (0xf86ddbec, "ldr x12, [sp, w13, sxtw #3]", "ld8x t12 [sp,x13 sxtw 3]"),
-        (0x7870f9ee, "ldrh w14, [x15, x16, sxtx #1]", "ld2w t14 [x15,x16 sxtx 1]"),
-        (0x38737a51, "ldrb w17, [x18, x19, lsl #0]", "ld1w t17 [x18,x19 lsl 0]"),
-        (0x38736a51, "ldrb w17, [x18, x19]", "ld1w t17 [x18,x19 lsl 0]"),
-        (0x38b6cab4, "ldrsb x20, [x21, w22, sxtw]", "lds1x t20 [x21,x22 sxtw 0]"),
+        (
+            0xf8657883,
+            "ldr x3, [x4, x5, lsl #3]",
+            "ld8x t3 [x4,x5 lsl 3]",
+        ),
+        (
+            0xb86848e6,
+            "ldr w6, [x7, w8, uxtw]",
+            "ld4w t6 [x7,x8 uxtw 0]",
+        ),
+        (
+            0xb86b5949,
+            "ldr w9, [x10, w11, uxtw #2]",
+            "ld4w t9 [x10,x11 uxtw 2]",
+        ),
+        (
+            0xf86ddbec,
+            "ldr x12, [sp, w13, sxtw #3]",
+            "ld8x t12 [sp,x13 sxtw 3]",
+        ),
+        (
+            0x7870f9ee,
+            "ldrh w14, [x15, x16, sxtx #1]",
+            "ld2w t14 [x15,x16 sxtx 1]",
+        ),
+        (
+            0x38737a51,
+            "ldrb w17, [x18, x19, lsl #0]",
+            "ld1w t17 [x18,x19 lsl 0]",
+        ),
+        (
+            0x38736a51,
+            "ldrb w17, [x18, x19]",
+            "ld1w t17 [x18,x19 lsl 0]",
+        ),
+        (
+            0x38b6cab4,
+            "ldrsb x20, [x21, w22, sxtw]",
+            "lds1x t20 [x21,x22 sxtw 0]",
+        ),
         (0xb83f6b17, "str w23, [x24, xzr]", "st4 t23 [x24,xzr lsl 0]"),
-        (0x783b5b59, "strh w25, [x26, w27, uxtw #1]", "st2 t25 [x26,x27 uxtw 1]"),
+        (
+            0x783b5b59,
+            "strh w25, [x26, w27, uxtw #1]",
+            "st2 t25 [x26,x27 uxtw 1]",
+        ),
         (0xf8408820, "ldtr x0, [x1, #8]", "ld8x t0 [x1+8]"),
         (0x381ff862, "sttrb w2, [x3, #-1]", "st1 t2 [x3-1]"),
         (0x78c008a4, "ldtrsh w4, [x5]", "lds2w t4 [x5]"),
         (0xa9400440, "ldp x0, x1, [x2]", "ldp8x t0,t1 [x2]"),
-        (0x296010a3, "ldp w3, w4, [x5, #-256]", "ldp4w t3,t4 [x5-256]"),
+        (
+            0x296010a3,
+            "ldp w3, w4, [x5, #-256]",
+            "ldp4w t3,t4 [x5-256]",
+        ),
         (0xa95f9fe6, "ldp x6, x7, [sp, #504]", "ldp8x t6,t7 [sp+504]"),
-        (0xa9c12548, "ldp x8, x9, [x10, #16]!", "ldp8x t8,t9 [x10+16]!"),
-        (0x28ffb1ab, "ldp w11, w12, [x13], #-4", "ldp4w t11,t12 [x13] post-4"),
-        (0x69413e0e, "ldpsw x14, x15, [x16, #8]", "ldps4x t14,t15 [x16+8]"),
-        (0x68dfca71, "ldpsw x17, x18, [x19], #252", "ldps4x t17,t18 [x19] post+252"),
-        (0x69ff0440, "ldpsw x0, x1, [x2, #-8]!", "ldps4x t0,t1 [x2-8]!"),
-        (0xa9bf7bfd, "stp x29, x30, [sp, #-16]!", "stp8 t29,t30 [sp-16]!"),
+        (
+            0xa9c12548,
+            "ldp x8, x9, [x10, #16]!",
+            "ldp8x t8,t9 [x10+16]!",
+        ),
+        (
+            0x28ffb1ab,
+            "ldp w11, w12, [x13], #-4",
+            "ldp4w t11,t12 [x13] post-4",
+        ),
+        (
+            0x69413e0e,
+            "ldpsw x14, x15, [x16, #8]",
+            "ldps4x t14,t15 [x16+8]",
+        ),
+        (
+            0x68dfca71,
+            "ldpsw x17, x18, [x19], #252",
+            "ldps4x t17,t18 [x19] post+252",
+        ),
+        (
+            0x69ff0440,
+            "ldpsw x0, x1, [x2, #-8]!",
+            "ldps4x t0,t1 [x2-8]!",
+        ),
+        (
+            0xa9bf7bfd,
+            "stp x29, x30, [sp, #-16]!",
+            "stp8 t29,t30 [sp-16]!",
+        ),
         (0x291f8440, "stp w0, w1, [x2, #252]", "stp4 t0,t1 [x2+252]"),
-        (0xa8a07c7f, "stp xzr, xzr, [x3], #-512", "stp8 t31,t31 [x3] post-512"),
+        (
+            0xa8a07c7f,
+            "stp xzr, xzr, [x3], #-512",
+            "stp8 t31,t31 [x3] post-512",
+        ),
         (0xa9001484, "stp x4, x5, [x4]", "stp8 t4,t5 [x4]"),
         (0xa8410440, "ldnp x0, x1, [x2, #16]", "ldp8x t0,t1 [x2+16]"),
         (0x283f90a3, "stnp w3, w4, [x5, #-4]", "stp4 t3,t4 [x5-4]"),
@@ -696,7 +896,11 @@ mod tests {
         (0x198010a4, "ldapursb x4, [x5, #1]", "ar lds1x t4 [x5+1]"),
         (0x19c000e6, "ldapursb w6, [x7]", "ar lds1w t6 [x7]"),
         (0x599fe128, "ldapursh x8, [x9, #-2]", "ar lds2x t8 [x9-2]"),
-        (0x9980416a, "ldapursw x10, [x11, #4]", "ar lds4x t10 [x11+4]"),
+        (
+            0x9980416a,
+            "ldapursw x10, [x11, #4]",
+            "ar lds4x t10 [x11+4]",
+        ),
         (0x194001ac, "ldapurb w12, [x13]", "ar ld1w t12 [x13]"),
         (0xd90081ee, "stlur x14, [x15, #8]", "ar st8 t14 [x15+8]"),
         (0x191ff230, "stlurb w16, [x17, #-1]", "ar st1 t16 [x17-1]"),
@@ -710,13 +914,33 @@ mod tests {
         (0x3dc00420, "ldr q0, [x1, #16]", "simd ld16 t0 [x1+16]"),
         (0xfc5f8c62, "ldr d2, [x3, #-8]!", "simd ld8 t2 [x3-8]!"),
         (0xbc4044a4, "ldr s4, [x5], #4", "simd ld4 t4 [x5] post+4"),
-        (0x7c6878e6, "ldr h6, [x7, x8, lsl #1]", "simd ld2 t6 [x7,x8 lsl 1]"),
+        (
+            0x7c6878e6,
+            "ldr h6, [x7, x8, lsl #1]",
+            "simd ld2 t6 [x7,x8 lsl 1]",
+        ),
         (0x3d400149, "ldr b9, [x10]", "simd ld1 t9 [x10]"),
-        (0x3dbfffeb, "str q11, [sp, #65520]", "simd st16 t11 [sp+65520]"),
+        (
+            0x3dbfffeb,
+            "str q11, [sp, #65520]",
+            "simd st16 t11 [sp+65520]",
+        ),
         (0xfc1ff1ac, "stur d12, [x13, #-1]", "simd st8 t12 [x13-1]"),
-        (0xad410440, "ldp q0, q1, [x2, #32]", "simd ldp16 t0,t1 [x2+32]"),
-        (0x6dbf10a3, "stp d3, d4, [x5, #-16]!", "simd stp8 t3,t4 [x5-16]!"),
-        (0x2cc11d06, "ldp s6, s7, [x8], #8", "simd ldp4 t6,t7 [x8] post+8"),
+        (
+            0xad410440,
+            "ldp q0, q1, [x2, #32]",
+            "simd ldp16 t0,t1 [x2+32]",
+        ),
+        (
+            0x6dbf10a3,
+            "stp d3, d4, [x5, #-16]!",
+            "simd stp8 t3,t4 [x5-16]!",
+        ),
+        (
+            0x2cc11d06,
+            "ldp s6, s7, [x8], #8",
+            "simd ldp4 t6,t7 [x8] post+8",
+        ),
         (0xac402969, "ldnp q9, q10, [x11]", "simd ldp16 t9,t10 [x11]"),
         // Not plain device accesses: exclusives, atomics, literals, prefetches, structure
         // loads, pointer authentication, MTE, LS64, and a non-memory instruction.
@@ -754,7 +978,9 @@ mod tests {
         for &(word, asm, expected) in REAL {
             let got = describe(decode(word));
             if got != expected {
-                failures.push(format!("{word:#010x} {asm}: got {got:?}, want {expected:?}"));
+                failures.push(format!(
+                    "{word:#010x} {asm}: got {got:?}, want {expected:?}"
+                ));
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -811,12 +1037,24 @@ mod tests {
             let a = decode(uimm(size, 0, 0b01, 4095, 31, 31)).unwrap();
             assert_eq!(a.offset, Offset::Imm(4095 << size));
             assert_eq!((a.base, a.regs[0], a.size), (31, 31, 1 << size));
-            assert_eq!(a.op, MemOp::Load { sign_extend: false, dest_64: size == 3 });
+            assert_eq!(
+                a.op,
+                MemOp::Load {
+                    sign_extend: false,
+                    dest_64: size == 3
+                }
+            );
             let a = decode(uimm(size, 0, 0b00, 0, 0, 30)).unwrap();
-            assert_eq!((a.op, a.offset, a.writeback), (MemOp::Store, Offset::Imm(0), None));
+            assert_eq!(
+                (a.op, a.offset, a.writeback),
+                (MemOp::Store, Offset::Imm(0), None)
+            );
         }
         // Q registers scale by 16.
-        assert_eq!(decode(uimm(0, 1, 0b11, 4095, 1, 2)).unwrap().offset, Offset::Imm(4095 * 16));
+        assert_eq!(
+            decode(uimm(0, 1, 0b11, 4095, 1, 2)).unwrap().offset,
+            Offset::Imm(4095 * 16)
+        );
         // LDRSW into W and LDRSx with size 11 do not exist; PRFM is not an access.
         assert_eq!(decode(uimm(2, 0, 0b11, 0, 0, 0)), None);
         assert_eq!(decode(uimm(3, 0, 0b11, 0, 0, 0)), None);
@@ -827,7 +1065,13 @@ mod tests {
 
     #[test]
     fn nine_bit_immediates() {
-        for (imm, kind) in [(-256, 0b00), (255, 0b01), (-256, 0b11), (-1, 0b10), (0, 0b01)] {
+        for (imm, kind) in [
+            (-256, 0b00),
+            (255, 0b01),
+            (-256, 0b11),
+            (-1, 0b10),
+            (0, 0b01),
+        ] {
             let a = decode(imm9(3, 0, 0b01, imm, kind, 31, 5)).unwrap();
             let imm = imm as i64;
             match kind {
@@ -836,14 +1080,22 @@ mod tests {
                     assert_eq!(a.offset, Offset::Imm(0));
                     assert_eq!(
                         a.writeback,
-                        Some(Writeback { base: 31, offset: imm, post_index: true })
+                        Some(Writeback {
+                            base: 31,
+                            offset: imm,
+                            post_index: true
+                        })
                     );
                 }
                 _ => {
                     assert_eq!(a.offset, Offset::Imm(imm));
                     assert_eq!(
                         a.writeback,
-                        Some(Writeback { base: 31, offset: imm, post_index: false })
+                        Some(Writeback {
+                            base: 31,
+                            offset: imm,
+                            post_index: false
+                        })
                     );
                 }
             }
@@ -864,14 +1116,38 @@ mod tests {
         ] {
             for size in 0..4u32 {
                 let a = decode(regoff(size, 0, 0b00, 31, option, 1, 31, 31)).unwrap();
-                assert_eq!(a.offset, Offset::Reg { rm: 31, extend, shift: size as u8 });
+                assert_eq!(
+                    a.offset,
+                    Offset::Reg {
+                        rm: 31,
+                        extend,
+                        shift: size as u8
+                    }
+                );
                 let a = decode(regoff(size, 0, 0b00, 7, option, 0, 3, 4)).unwrap();
-                assert_eq!(a.offset, Offset::Reg { rm: 7, extend, shift: 0 });
+                assert_eq!(
+                    a.offset,
+                    Offset::Reg {
+                        rm: 7,
+                        extend,
+                        shift: 0
+                    }
+                );
             }
         }
         // Q register: S shifts by 4.
         let a = decode(regoff(0, 1, 0b11, 2, 0b011, 1, 1, 0)).unwrap();
-        assert_eq!((a.size, a.offset), (16, Offset::Reg { rm: 2, extend: Extend::Lsl, shift: 4 }));
+        assert_eq!(
+            (a.size, a.offset),
+            (
+                16,
+                Offset::Reg {
+                    rm: 2,
+                    extend: Extend::Lsl,
+                    shift: 4
+                }
+            )
+        );
         for option in [0b000, 0b001, 0b100, 0b101] {
             assert_eq!(decode(regoff(3, 0, 0b01, 1, option, 0, 2, 3)), None);
         }
@@ -889,13 +1165,24 @@ mod tests {
             let a = decode(pair_enc(opc, 0, 0b11, 0, 63, 31, 31, 31)).unwrap();
             assert_eq!(
                 a.writeback,
-                Some(Writeback { base: 31, offset: 63 * size, post_index: false })
+                Some(Writeback {
+                    base: 31,
+                    offset: 63 * size,
+                    post_index: false
+                })
             );
             assert_eq!(a.regs, [31, 31]);
         }
         let a = decode(pair_enc(0b10, 1, 0b01, 1, -64, 1, 3, 0)).unwrap();
         assert_eq!((a.size, a.simd_fp, a.offset), (16, true, Offset::Imm(0)));
-        assert_eq!(a.writeback, Some(Writeback { base: 3, offset: -1024, post_index: true }));
+        assert_eq!(
+            a.writeback,
+            Some(Writeback {
+                base: 3,
+                offset: -1024,
+                post_index: true
+            })
+        );
         // LDPSW has no non-temporal form; STGP and opc 11 are refused.
         assert_eq!(decode(pair_enc(0b01, 0, 0b00, 1, 0, 1, 2, 3)), None);
         assert_eq!(decode(pair_enc(0b01, 0, 0b10, 0, 0, 1, 2, 3)), None);
@@ -936,9 +1223,19 @@ mod tests {
         let p = plan(&a, 0xdead_0000 - 16, 0x0900_0ff0, regs).unwrap();
         assert_eq!(
             p.elements(),
-            &[Element { ipa: 0x0900_0ff0, size: 4, kind: ElementKind::Store { value: 0x3000 } }]
+            &[Element {
+                ipa: 0x0900_0ff0,
+                size: 4,
+                kind: ElementKind::Store { value: 0x3000 }
+            }]
         );
-        assert_eq!(p.writeback, Some(BaseUpdate { base: 31, value: 0xdead_0000 - 16 }));
+        assert_eq!(
+            p.writeback,
+            Some(BaseUpdate {
+                base: 31,
+                value: 0xdead_0000 - 16
+            })
+        );
     }
 
     #[test]
@@ -946,15 +1243,33 @@ mod tests {
         // LDP w1, w2, [x4], #8: elements at 0x4000 and 0x4004; FAR names the second.
         let a = decode(pair_enc(0b00, 0, 0b01, 1, 2, 2, 4, 1)).unwrap();
         let p = plan(&a, 0x4004, 0x0a00_0004, regs).unwrap();
-        let load = |dest| ElementKind::Load { dest, sign_extend: false, dest_64: false };
+        let load = |dest| ElementKind::Load {
+            dest,
+            sign_extend: false,
+            dest_64: false,
+        };
         assert_eq!(
             p.elements(),
             &[
-                Element { ipa: 0x0a00_0000, size: 4, kind: load(1) },
-                Element { ipa: 0x0a00_0004, size: 4, kind: load(2) },
+                Element {
+                    ipa: 0x0a00_0000,
+                    size: 4,
+                    kind: load(1)
+                },
+                Element {
+                    ipa: 0x0a00_0004,
+                    size: 4,
+                    kind: load(2)
+                },
             ]
         );
-        assert_eq!(p.writeback, Some(BaseUpdate { base: 4, value: 0x4008 }));
+        assert_eq!(
+            p.writeback,
+            Some(BaseUpdate {
+                base: 4,
+                value: 0x4008
+            })
+        );
         // Loads are extended; the completion names both registers.
         let done = perform(&p, |e| Ok::<_, ()>(0xffff_ffff_0000_0000 | e.ipa)).unwrap();
         assert_eq!(done.loaded(), &[(1, 0x0a00_0000), (2, 0x0a00_0004)]);
@@ -965,7 +1280,13 @@ mod tests {
     fn plan_register_offset_and_extension() {
         // LDRSH x0, [x2, w3, sxtw #1] with w3 = -1: address x2 - 2.
         let a = decode(regoff(1, 0, 0b10, 3, 0b110, 1, 2, 0)).unwrap();
-        let neg = |op| if op == Operand::Gpr(3) { 0x1234_5678_ffff_ffff } else { regs(op) };
+        let neg = |op| {
+            if op == Operand::Gpr(3) {
+                0x1234_5678_ffff_ffff
+            } else {
+                regs(op)
+            }
+        };
         let p = plan(&a, 0x2000 - 2, 0x0900_0ffe, neg).unwrap();
         assert_eq!(p.elements()[0].ipa, 0x0900_0ffe);
         let done = perform(&p, |_| Ok::<_, ()>(0x8001)).unwrap();
@@ -983,13 +1304,25 @@ mod tests {
     fn plan_refusals() {
         // STP x1, x2, [x3, #-8]: bytes x3-8 .. x3+8.
         let a = decode(pair_enc(0b10, 0, 0b10, 0, -1, 2, 3, 1)).unwrap();
-        assert_eq!(plan(&a, 0x3000 + 8, 0x0900_0000, regs), Err(PlanError::OutsideAccess));
-        assert_eq!(plan(&a, 0x3000 - 9, 0x0900_0000, regs), Err(PlanError::OutsideAccess));
+        assert_eq!(
+            plan(&a, 0x3000 + 8, 0x0900_0000, regs),
+            Err(PlanError::OutsideAccess)
+        );
+        assert_eq!(
+            plan(&a, 0x3000 - 9, 0x0900_0000, regs),
+            Err(PlanError::OutsideAccess)
+        );
         // The fault in the second element, at the start of a page: the first is in another
         // page.
-        assert_eq!(plan(&a, 0x3000, 0x0900_1000, regs), Err(PlanError::CrossesPage));
+        assert_eq!(
+            plan(&a, 0x3000, 0x0900_1000, regs),
+            Err(PlanError::CrossesPage)
+        );
         // The fault in the first element at the end of a page.
-        assert_eq!(plan(&a, 0x3000 - 8, 0x0900_0ff8, regs), Err(PlanError::CrossesPage));
+        assert_eq!(
+            plan(&a, 0x3000 - 8, 0x0900_0ff8, regs),
+            Err(PlanError::CrossesPage)
+        );
         let ok = plan(&a, 0x3000, 0x0900_0ff8, regs).unwrap();
         assert_eq!(ok.elements()[0].ipa, 0x0900_0ff0);
         assert_eq!(ok.elements()[1].ipa, 0x0900_0ff8);
@@ -1012,11 +1345,21 @@ mod tests {
         let read = |op| if op == Operand::Gpr(4) { 0x1_2345 } else { 0 };
         let p = plan(&a, 0x1_2345, 0x0900_0345, read).unwrap();
         assert_eq!(p.elements()[0].kind, ElementKind::Store { value: 0x45 });
-        assert_eq!(p.writeback, Some(BaseUpdate { base: 4, value: 0x1_2346 }));
+        assert_eq!(
+            p.writeback,
+            Some(BaseUpdate {
+                base: 4,
+                value: 0x1_2346
+            })
+        );
         // STP xzr, xzr stores zeros.
         let a = decode(pair_enc(0b10, 0, 0b10, 0, 0, 31, 1, 31)).unwrap();
         let p = plan(&a, 0x1000, 0x0900_0000, regs).unwrap();
-        assert!(p.elements().iter().all(|e| e.kind == ElementKind::Store { value: 0 }));
+        assert!(
+            p.elements()
+                .iter()
+                .all(|e| e.kind == ElementKind::Store { value: 0 })
+        );
         assert!(p.elements().iter().all(|e| e.size == 8));
     }
 
@@ -1027,7 +1370,11 @@ mod tests {
         let mut seen = Vec::new();
         let result = perform(&p, |e| {
             seen.push(e.ipa);
-            if e.ipa == 0x0900_0000 { Err("bad") } else { Ok(0) }
+            if e.ipa == 0x0900_0000 {
+                Err("bad")
+            } else {
+                Ok(0)
+            }
         });
         assert_eq!(result, Err("bad"));
         assert_eq!(seen, [0x0900_0000]);
@@ -1036,7 +1383,13 @@ mod tests {
         let p = plan(&a, 0xdead_0000 - 16, 0x0900_0000, regs).unwrap();
         let done = perform(&p, |_| Ok::<_, ()>(0)).unwrap();
         assert!(done.loaded().is_empty());
-        assert_eq!(done.writeback, Some(BaseUpdate { base: 31, value: 0xdead_0000 - 16 }));
+        assert_eq!(
+            done.writeback,
+            Some(BaseUpdate {
+                base: 31,
+                value: 0xdead_0000 - 16
+            })
+        );
     }
 
     /// xorshift64*: deterministic, so a failure reproduces.
@@ -1071,7 +1424,11 @@ mod tests {
             let r = rng.next();
             // Half the words are forced into the load/store space (op0 = x1x0) so the deep
             // paths get exercised.
-            let word = if i % 2 == 0 { r as u32 } else { (r as u32 & !0x0a00_0000) | 0x0800_0000 };
+            let word = if i % 2 == 0 {
+                r as u32
+            } else {
+                (r as u32 & !0x0a00_0000) | 0x0800_0000
+            };
             let Some(a) = decode(word) else { continue };
             decoded += 1;
             check_invariants(word, &a);
@@ -1085,8 +1442,11 @@ mod tests {
             }
             // A fault anywhere inside an access that fits in one page must plan.
             if !a.simd_fp {
-                let base =
-                    if a.base == 31 { read(Operand::Sp) } else { read(Operand::Gpr(a.base)) };
+                let base = if a.base == 31 {
+                    read(Operand::Sp)
+                } else {
+                    read(Operand::Gpr(a.base))
+                };
                 let addr = match a.offset {
                     Offset::Imm(i) => base.wrapping_add(i as u64),
                     Offset::Reg { .. } => continue,

@@ -85,7 +85,11 @@ fn wfx(vcpu: &mut Vcpu, s: Syndrome) -> Exit {
     }
     // What the guest did with its list registers must be in the model before asking it.
     crate::interrupts::sync_list_registers(vcpu);
-    if vcpu.vm.irq.vgic.has_deliverable(vcpu.index) { Exit::Resume } else { Exit::Blocked }
+    if vcpu.vm.irq.vgic.has_deliverable(vcpu.index) {
+        Exit::Resume
+    } else {
+        Exit::Blocked
+    }
 }
 
 /// FP/SIMD access while CPTR_EL2.TFP traps it: the registers still hold another vCPU's state.
@@ -233,7 +237,11 @@ mod arch {
     use tock_registers::interfaces::Readable;
 
     pub fn read_syndrome() -> Syndrome {
-        Syndrome { esr: Esr(ESR_EL2.get()), far: FAR_EL2.get(), hpfar: HPFAR_EL2.get() }
+        Syndrome {
+            esr: Esr(ESR_EL2.get()),
+            far: FAR_EL2.get(),
+            hpfar: HPFAR_EL2.get(),
+        }
     }
 }
 
@@ -241,7 +249,11 @@ mod arch {
 mod arch {
     use super::{Esr, Syndrome};
     pub fn read_syndrome() -> Syndrome {
-        Syndrome { esr: Esr(0), far: 0, hpfar: 0 }
+        Syndrome {
+            esr: Esr(0),
+            far: 0,
+            hpfar: 0,
+        }
     }
 }
 
@@ -251,11 +263,22 @@ mod tests {
 
     #[test]
     fn table_covers_what_el2_traps() {
-        for class in [ec::WFX, ec::FP_ASIMD, ec::HVC64, ec::SMC64, ec::SYS64, ec::DABT_LOWER, ec::IABT_LOWER] {
+        for class in [
+            ec::WFX,
+            ec::FP_ASIMD,
+            ec::HVC64,
+            ec::SMC64,
+            ec::SYS64,
+            ec::DABT_LOWER,
+            ec::IABT_LOWER,
+        ] {
             assert!(handler_for(class).is_some(), "EC {class:#x}");
         }
         for class in [ec::UNKNOWN, ec::SVC64, ec::BRK64, ec::PAC, ec::SVE] {
-            assert!(handler_for(class).is_none(), "EC {class:#x} is answered with UNDEFINED");
+            assert!(
+                handler_for(class).is_none(),
+                "EC {class:#x} is answered with UNDEFINED"
+            );
         }
     }
 }

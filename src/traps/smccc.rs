@@ -82,10 +82,16 @@ pub enum Call {
     PsciFeatures,
     PsciMigrateInfoType,
     /// CPU_SUSPEND, CPU_ON and AFFINITY_INFO: `wide` = the SMC64 form (64-bit arguments).
-    CpuSuspend { wide: bool },
+    CpuSuspend {
+        wide: bool,
+    },
     CpuOff,
-    CpuOn { wide: bool },
-    AffinityInfo { wide: bool },
+    CpuOn {
+        wide: bool,
+    },
+    AffinityInfo {
+        wide: bool,
+    },
     SystemOff,
     SystemReset,
     SystemReset2,
@@ -116,7 +122,9 @@ impl Call {
             fid::PSCI_SYSTEM_OFF => Call::SystemOff,
             fid::PSCI_SYSTEM_RESET => Call::SystemReset,
             fid::PSCI_SYSTEM_RESET2_32 | fid::PSCI_SYSTEM_RESET2_64 => Call::SystemReset2,
-            fid::ARCH_WORKAROUND_1 | fid::ARCH_WORKAROUND_2 | fid::ARCH_WORKAROUND_3 => Call::ArchWorkaround(fid),
+            fid::ARCH_WORKAROUND_1 | fid::ARCH_WORKAROUND_2 | fid::ARCH_WORKAROUND_3 => {
+                Call::ArchWorkaround(fid)
+            }
             fid::VENDOR_HYP_CALL_UID => Call::VendorUid,
             fid::VENDOR_HYP_REVISION => Call::VendorRevision,
             fid::VEIL_VCPU_INFO => Call::VeilVcpuInfo,
@@ -176,10 +184,17 @@ pub fn handle(vcpu: &mut Vcpu, conduit: Conduit) -> Exit {
     // SMCCC: the function ID is W0; the upper half of X0 is ignored.
     let fid = vcpu.regs.x[0] as u32;
     let arg1 = vcpu.regs.x[1];
-    let mut result = [ret::NOT_SUPPORTED, vcpu.regs.x[1], vcpu.regs.x[2], vcpu.regs.x[3]];
+    let mut result = [
+        ret::NOT_SUPPORTED,
+        vcpu.regs.x[1],
+        vcpu.regs.x[2],
+        vcpu.regs.x[3],
+    ];
     match Call::from_fid(fid) {
         Call::SmcccVersion => result[0] = SMCCC_VERSION_1_1,
-        Call::SmcccArchFeatures => result[0] = arch_features(arg1 as u32, crate::board::power::firmware_workarounds()),
+        Call::SmcccArchFeatures => {
+            result[0] = arch_features(arg1 as u32, crate::board::power::firmware_workarounds())
+        }
         Call::ArchWorkaround(id) => {
             let firmware = crate::board::power::firmware_workarounds();
             let answer = match id {
@@ -210,12 +225,19 @@ pub fn handle(vcpu: &mut Vcpu, conduit: Conduit) -> Exit {
         }
         Call::CpuOff => return Exit::VcpuOff,
         Call::CpuOn { wide } => {
-            result[0] = cpu_on(vcpu, narrow(wide, arg1), narrow(wide, vcpu.regs.x[2]), narrow(wide, vcpu.regs.x[3]));
+            result[0] = cpu_on(
+                vcpu,
+                narrow(wide, arg1),
+                narrow(wide, vcpu.regs.x[2]),
+                narrow(wide, vcpu.regs.x[3]),
+            );
             vcpu.regs.x[..4].copy_from_slice(&result);
             // The new vCPU may share this CPU: let the scheduler see it now.
             return Exit::Reschedule;
         }
-        Call::AffinityInfo { wide } => result[0] = affinity_info(vcpu, narrow(wide, arg1), vcpu.regs.x[2] as u32),
+        Call::AffinityInfo { wide } => {
+            result[0] = affinity_info(vcpu, narrow(wide, arg1), vcpu.regs.x[2] as u32)
+        }
         Call::SystemOff => {
             vcpu.vm.power_off();
             return Exit::VmEnded;
@@ -236,7 +258,12 @@ pub fn handle(vcpu: &mut Vcpu, conduit: Conduit) -> Exit {
             return Exit::Yield;
         }
         Call::VeilVcpuInfo => {
-            result = [ret::SUCCESS, vcpu.vm.id as u64, vcpu.index as u64, vcpu.vm.vcpu_count as u64]
+            result = [
+                ret::SUCCESS,
+                vcpu.vm.id as u64,
+                vcpu.index as u64,
+                vcpu.vm.vcpu_count as u64,
+            ]
         }
         Call::Unknown => {
             log::debug!(
@@ -300,7 +327,11 @@ fn affinity_info(vcpu: &Vcpu, target: u64, lowest_level: u32) -> u64 {
                     PowerState::Off => {}
                 }
             }
-            if any_pending { PowerState::OnPending as u64 } else { PowerState::Off as u64 }
+            if any_pending {
+                PowerState::OnPending as u64
+            } else {
+                PowerState::Off as u64
+            }
         }
         _ => ret::INVALID_PARAMETERS,
     }
@@ -320,7 +351,14 @@ mod tests {
         assert_eq!(Call::from_fid(0x8400_0003), Call::CpuOn { wide: false });
         assert_eq!(narrow(false, 0xffff_ffff_4008_0000), 0x4008_0000);
         assert_eq!(narrow(true, 0xffff_ffff_4008_0000), 0xffff_ffff_4008_0000);
-        for fid in [0x8500_1234, 0xc500_1234, 0x8400_00ff, 0xc400_0008, 0x0, 0xffff_ffff] {
+        for fid in [
+            0x8500_1234,
+            0xc500_1234,
+            0x8400_00ff,
+            0xc400_0008,
+            0x0,
+            0xffff_ffff,
+        ] {
             assert_eq!(Call::from_fid(fid), Call::Unknown, "{fid:#x}");
         }
     }
@@ -340,7 +378,9 @@ mod tests {
         for owner in 0..64u32 {
             for fast in [0u32, 1 << 31] {
                 for wide in [0u32, 1 << 30] {
-                    for function in [0u32, 1, 2, 3, 8, 0xa, 0x12, 0xff01, 0xff03, 0x8000, 0x1234, 0xffff] {
+                    for function in [
+                        0u32, 1, 2, 3, 8, 0xa, 0x12, 0xff01, 0xff03, 0x8000, 0x1234, 0xffff,
+                    ] {
                         let fid = fast | wide | owner << 24 | function;
                         if let Some(answer) = fast_answer(fid) {
                             assert_eq!(full_path_answer(fid), Some(answer), "{fid:#x}");
@@ -368,12 +408,30 @@ mod tests {
             wa3: ret::NOT_SUPPORTED,
         };
         assert_eq!(arch_features(fid::SMCCC_VERSION, none), ret::SUCCESS);
-        assert_eq!(arch_features(fid::ARCH_WORKAROUND_1, none), ret::NOT_SUPPORTED);
-        let affected = crate::board::power::FirmwareWorkarounds { wa1: 0, wa2: 1, wa3: -2i64 as u64 };
-        assert_eq!(arch_features(fid::ARCH_WORKAROUND_1, affected), 0, "the firmware's answer");
+        assert_eq!(
+            arch_features(fid::ARCH_WORKAROUND_1, none),
+            ret::NOT_SUPPORTED
+        );
+        let affected = crate::board::power::FirmwareWorkarounds {
+            wa1: 0,
+            wa2: 1,
+            wa3: -2i64 as u64,
+        };
+        assert_eq!(
+            arch_features(fid::ARCH_WORKAROUND_1, affected),
+            0,
+            "the firmware's answer"
+        );
         assert_eq!(arch_features(fid::ARCH_WORKAROUND_2, affected), 1);
-        assert_eq!(arch_features(fid::ARCH_WORKAROUND_3, affected), -2i64 as u64);
-        assert_eq!(psci_features(fid::SMCCC_VERSION), ret::SUCCESS, "SMCCC 1.1 discovery");
+        assert_eq!(
+            arch_features(fid::ARCH_WORKAROUND_3, affected),
+            -2i64 as u64
+        );
+        assert_eq!(
+            psci_features(fid::SMCCC_VERSION),
+            ret::SUCCESS,
+            "SMCCC 1.1 discovery"
+        );
         assert_eq!(psci_features(fid::PSCI_SYSTEM_RESET2_64), ret::SUCCESS);
         assert_eq!(ret::NOT_SUPPORTED, 0xffff_ffff_ffff_ffff);
     }

@@ -4,7 +4,11 @@
 //! what each trapped register does is decided here, by [`classify`]. An encoding Veil does not
 //! know is UNDEFINED for the guest (an injected exception, logged once), never a Veil error.
 
-use super::{Exit, esr::{Esr, SysRegAccess, SysRegEncoding}, inject};
+use super::{
+    Exit,
+    esr::{Esr, SysRegAccess, SysRegEncoding},
+    inject,
+};
 use crate::vm::vcpu::Vcpu;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
@@ -39,7 +43,13 @@ const fn e(name: &'static str, behaviour: Behaviour) -> Entry {
 /// The table. Specific registers first, then whole classes of the encoding space.
 pub fn classify(enc: SysRegEncoding) -> Entry {
     use Behaviour::*;
-    let SysRegEncoding { op0, op1, crn, crm, op2 } = enc;
+    let SysRegEncoding {
+        op0,
+        op1,
+        crn,
+        crm,
+        op2,
+    } = enc;
     match (op0, op1, crn, crm, op2) {
         // ID space, HCR_EL2.TID3.
         (3, 0, 0, 1..=7, _) => e("ID register", IdRegister),
@@ -62,13 +72,31 @@ pub fn classify(enc: SysRegEncoding) -> Entry {
         // LORegion registers, HCR_EL2.TLOR (hidden in ID_AA64MMFR1_EL1).
         (3, 0, 10, 4, 0..=3 | 7) => e("LORegion register", RazWi),
         // The EL1 physical timer, CNTHCTL_EL2.EL1PCEN = 0.
-        (3, 3, 14, 2, 0) => e("CNTP_TVAL_EL0", PhysTimer(crate::timer::ptimer::Register::Tval)),
-        (3, 3, 14, 2, 1) => e("CNTP_CTL_EL0", PhysTimer(crate::timer::ptimer::Register::Ctl)),
-        (3, 3, 14, 2, 2) => e("CNTP_CVAL_EL0", PhysTimer(crate::timer::ptimer::Register::Cval)),
+        (3, 3, 14, 2, 0) => e(
+            "CNTP_TVAL_EL0",
+            PhysTimer(crate::timer::ptimer::Register::Tval),
+        ),
+        (3, 3, 14, 2, 1) => e(
+            "CNTP_CTL_EL0",
+            PhysTimer(crate::timer::ptimer::Register::Ctl),
+        ),
+        (3, 3, 14, 2, 2) => e(
+            "CNTP_CVAL_EL0",
+            PhysTimer(crate::timer::ptimer::Register::Cval),
+        ),
         // GICv3 SGI generation: writes trap while HCR_EL2.IMO = 1.
-        (3, 0, 12, 11, 5) => e("ICC_SGI1R_EL1", Sgi(crate::interrupts::vgic::SgiRegister::Sgi1r)),
-        (3, 0, 12, 11, 6) => e("ICC_ASGI1R_EL1", Sgi(crate::interrupts::vgic::SgiRegister::Asgi1r)),
-        (3, 0, 12, 11, 7) => e("ICC_SGI0R_EL1", Sgi(crate::interrupts::vgic::SgiRegister::Sgi0r)),
+        (3, 0, 12, 11, 5) => e(
+            "ICC_SGI1R_EL1",
+            Sgi(crate::interrupts::vgic::SgiRegister::Sgi1r),
+        ),
+        (3, 0, 12, 11, 6) => e(
+            "ICC_ASGI1R_EL1",
+            Sgi(crate::interrupts::vgic::SgiRegister::Asgi1r),
+        ),
+        (3, 0, 12, 11, 7) => e(
+            "ICC_SGI0R_EL1",
+            Sgi(crate::interrupts::vgic::SgiRegister::Sgi0r),
+        ),
         // IMPLEMENTATION DEFINED space, HCR_EL2.TIDCP.
         (3, _, 11 | 15, _, _) => e("IMPLEMENTATION DEFINED register", Undefined),
         _ => e("unknown register", Undefined),
@@ -83,7 +111,12 @@ static LOGGED: [AtomicPtr<u8>; 32] = [const { AtomicPtr::new(core::ptr::null_mut
 fn first_of_class(name: &'static str) -> bool {
     let key = name.as_ptr() as *mut u8;
     for slot in &LOGGED {
-        match slot.compare_exchange(core::ptr::null_mut(), key, Ordering::AcqRel, Ordering::Acquire) {
+        match slot.compare_exchange(
+            core::ptr::null_mut(),
+            key,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) => return true,
             Err(existing) if existing == key => return false,
             Err(_) => {}
@@ -136,7 +169,10 @@ pub fn handle(vcpu: &mut Vcpu, esr: Esr) -> Exit {
             let operand = vcpu.regs.read(access.register);
             if (operand as u32) >> 4 == 0 {
                 for chunk in &vcpu.vm.ram.chunks {
-                    crate::memory::cache::clean_invalidate_dcache_range(chunk.pa as usize, chunk.size as usize);
+                    crate::memory::cache::clean_invalidate_dcache_range(
+                        chunk.pa as usize,
+                        chunk.size as usize,
+                    );
                 }
             }
         }
@@ -180,16 +216,36 @@ mod tests {
         assert_eq!(b(2, 0, 0, 2, 4), Behaviour::RazWi, "DBGBVR0_EL1");
         assert_eq!(b(2, 3, 0, 4, 0), Behaviour::RazWi, "DBGDTR_EL0");
         assert_eq!(b(2, 0, 1, 0, 4), Behaviour::RazWi, "OSLAR_EL1");
-        assert_eq!(b(2, 4, 0, 7, 0), Behaviour::Undefined, "DBGVCR32_EL2 from EL1");
-        assert_eq!(b(2, 1, 5, 0, 0), Behaviour::Undefined, "unallocated debug space");
+        assert_eq!(
+            b(2, 4, 0, 7, 0),
+            Behaviour::Undefined,
+            "DBGVCR32_EL2 from EL1"
+        );
+        assert_eq!(
+            b(2, 1, 5, 0, 0),
+            Behaviour::Undefined,
+            "unallocated debug space"
+        );
         assert_eq!(b(3, 3, 9, 12, 0), Behaviour::RazWi, "PMCR_EL0");
         assert_eq!(b(3, 3, 14, 8, 0), Behaviour::RazWi, "PMEVCNTR0_EL0");
         assert_eq!(b(1, 0, 7, 14, 2), Behaviour::SetWay, "DC CISW");
-        assert_eq!(b(3, 1, 15, 2, 0), Behaviour::Undefined, "IMPDEF (Cortex-A72 CPUECTLR)");
+        assert_eq!(
+            b(3, 1, 15, 2, 0),
+            Behaviour::Undefined,
+            "IMPDEF (Cortex-A72 CPUECTLR)"
+        );
         assert_eq!(b(3, 0, 11, 0, 0), Behaviour::Undefined);
         assert_eq!(b(3, 4, 1, 1, 0), Behaviour::Undefined, "HCR_EL2 from EL1");
-        assert_eq!(b(3, 3, 14, 2, 1), Behaviour::PhysTimer(crate::timer::ptimer::Register::Ctl), "CNTP_CTL_EL0");
-        assert_eq!(b(3, 0, 12, 11, 5), Behaviour::Sgi(crate::interrupts::vgic::SgiRegister::Sgi1r), "ICC_SGI1R_EL1");
+        assert_eq!(
+            b(3, 3, 14, 2, 1),
+            Behaviour::PhysTimer(crate::timer::ptimer::Register::Ctl),
+            "CNTP_CTL_EL0"
+        );
+        assert_eq!(
+            b(3, 0, 12, 11, 5),
+            Behaviour::Sgi(crate::interrupts::vgic::SgiRegister::Sgi1r),
+            "ICC_SGI1R_EL1"
+        );
     }
 
     #[test]

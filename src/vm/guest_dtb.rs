@@ -228,7 +228,10 @@ fn write_psci(fdt: &mut Writer) {
     }
     // Veil answers PSCI itself at EL2; a guest's SMC would go to the host's firmware.
     fdt.text(Name::Method, text!("hvc"));
-    fdt.text(Name::Compatible, text!("arm,psci-1.0\0arm,psci-0.2\0arm,psci"));
+    fdt.text(
+        Name::Compatible,
+        text!("arm,psci-1.0\0arm,psci-0.2\0arm,psci"),
+    );
     fdt.end_node();
 }
 

@@ -33,7 +33,11 @@ const fn hide(value: u64, shift: u32) -> u64 {
 /// Sets the 4-bit ID field at `shift` to at most `max`.
 const fn cap(value: u64, shift: u32, max: u64) -> u64 {
     let field = (value >> shift) & 0xf;
-    if field > max { (value & !(0xf << shift)) | (max << shift) } else { value }
+    if field > max {
+        (value & !(0xf << shift)) | (max << shift)
+    } else {
+        value
+    }
 }
 
 // Indices of the registers Veil edits (CRm, op2) -> (CRm-1)*8+op2.
@@ -172,7 +176,14 @@ mod tests {
     fn hides_el2_el3_sve_and_shows_the_rest() {
         let regs = IdRegs::sanitize(&all_ones(), GuestGic::V2, 0b001);
         let pfr0 = get(&regs, 4, 0);
-        for (shift, what) in [(8, "EL2"), (12, "EL3"), (32, "SVE"), (28, "RAS"), (24, "GIC"), (44, "AMU")] {
+        for (shift, what) in [
+            (8, "EL2"),
+            (12, "EL3"),
+            (32, "SVE"),
+            (28, "RAS"),
+            (24, "GIC"),
+            (44, "AMU"),
+        ] {
             assert_eq!(field(pfr0, shift), 0, "{what} must be hidden");
         }
         // EL0 and EL1 fields (AArch64 and AArch32 support), FP and AdvSIMD stay.
@@ -218,7 +229,10 @@ mod tests {
     #[test]
     fn only_the_id_space_is_answered() {
         let regs = IdRegs::sanitize(&all_ones(), GuestGic::V3, 0b001);
-        assert!(regs.read(SysRegEncoding::new(3, 0, 0, 0, 0)).is_none(), "MIDR is not TID3");
+        assert!(
+            regs.read(SysRegEncoding::new(3, 0, 0, 0, 0)).is_none(),
+            "MIDR is not TID3"
+        );
         assert!(regs.read(SysRegEncoding::new(3, 0, 0, 8, 0)).is_none());
         assert!(regs.read(SysRegEncoding::new(3, 1, 0, 1, 0)).is_none());
         assert_eq!(index_of(SysRegEncoding::new(3, 0, 0, 7, 7)), Some(55));

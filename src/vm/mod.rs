@@ -25,7 +25,10 @@ use crate::interrupts::{
     routing::{IrqRouting, KickingGicWindow, RunningVcpu, VgicLine},
     vgic::{self, Vgic, VgicConfig, VirtualGicd, VirtualGicr},
 };
-use crate::memory::{self, frames, stage2::{self, Stage2Table}};
+use crate::memory::{
+    self, frames,
+    stage2::{self, Stage2Table},
+};
 use alloc::{boxed::Box, format, string::String, sync::Arc, vec::Vec};
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -66,12 +69,20 @@ impl GuestRam {
         let chunks: Vec<RamChunk> = blocks
             .iter()
             .map(|&(pa, size)| {
-                let chunk = RamChunk { ipa: next, pa, size };
+                let chunk = RamChunk {
+                    ipa: next,
+                    pa,
+                    size,
+                };
                 next += size;
                 chunk
             })
             .collect();
-        GuestRam { ipa, size: next - ipa, chunks }
+        GuestRam {
+            ipa,
+            size: next - ipa,
+            chunks,
+        }
     }
 
     /// The host physical address of `ipa`, if it is guest RAM.
@@ -88,7 +99,10 @@ impl GuestRam {
         let mut cursor = ipa;
         let end = ipa.checked_add(len)?;
         while cursor < end {
-            let chunk = self.chunks.iter().find(|c| cursor >= c.ipa && cursor - c.ipa < c.size)?;
+            let chunk = self
+                .chunks
+                .iter()
+                .find(|c| cursor >= c.ipa && cursor - c.ipa < c.size)?;
             let take = (chunk.ipa + chunk.size).min(end) - cursor;
             out.push((chunk.pa + (cursor - chunk.ipa), take));
             cursor += take;
@@ -161,25 +175,47 @@ pub struct Vm {
 /// Why a VM could not be built. Each names what to fix.
 #[derive(Debug)]
 pub enum VmError {
-    TooManyVcpus { cpus: u32 },
-    MemorySize { size: u64 },
-    OutOfMemory { size: u64 },
+    TooManyVcpus {
+        cpus: u32,
+    },
+    MemorySize {
+        size: u64,
+    },
+    OutOfMemory {
+        size: u64,
+    },
     Load(loader::LoadError),
     Dtb(guest_dtb::GuestDtbError),
-    DtbTooLarge { size: usize },
+    DtbTooLarge {
+        size: usize,
+    },
     Stage2(aarch64_paging::MapError),
-    GicMismatch { asked: u32 },
+    GicMismatch {
+        asked: u32,
+    },
     Vgic(vgic::ConfigError),
-    Passthrough { base: u64, size: u64, why: &'static str },
-    PassthroughSpi { intid: u32, why: &'static str },
+    Passthrough {
+        base: u64,
+        size: u64,
+        why: &'static str,
+    },
+    PassthroughSpi {
+        intid: u32,
+        why: &'static str,
+    },
 }
 
 impl fmt::Display for VmError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            VmError::TooManyVcpus { cpus } => write!(f, "{cpus} vCPUs asked, at most {MAX_VCPUS} supported"),
+            VmError::TooManyVcpus { cpus } => {
+                write!(f, "{cpus} vCPUs asked, at most {MAX_VCPUS} supported")
+            }
             VmError::MemorySize { size } => {
-                write!(f, "memory-size {size:#x} must be a non-zero multiple of 2 MiB")
+                write!(
+                    f,
+                    "memory-size {size:#x} must be a non-zero multiple of 2 MiB"
+                )
             }
             VmError::OutOfMemory { size } => write!(
                 f,
@@ -188,7 +224,9 @@ impl fmt::Display for VmError {
             ),
             VmError::Load(e) => write!(f, "cannot load the kernel: {e}"),
             VmError::Dtb(e) => write!(f, "cannot build the guest DTB: {e:?}"),
-            VmError::DtbTooLarge { size } => write!(f, "guest DTB of {size} bytes exceeds {GUEST_DTB_MAX}"),
+            VmError::DtbTooLarge { size } => {
+                write!(f, "guest DTB of {size} bytes exceeds {GUEST_DTB_MAX}")
+            }
             VmError::Stage2(e) => write!(f, "cannot map guest RAM: {e:?}"),
             VmError::GicMismatch { asked } => write!(
                 f,
@@ -198,7 +236,9 @@ impl fmt::Display for VmError {
             VmError::Passthrough { base, size, why } => {
                 write!(f, "passthrough-mmio {base:#x}+{size:#x} refused: {why}")
             }
-            VmError::PassthroughSpi { intid, why } => write!(f, "passthrough-spis {intid} refused: {why}"),
+            VmError::PassthroughSpi { intid, why } => {
+                write!(f, "passthrough-spis {intid} refused: {why}")
+            }
         }
     }
 }
@@ -238,8 +278,13 @@ impl Vm {
             Some(3) if host.gic == GuestGic::V3 => GuestGic::V3,
             Some(asked) => return Err(VmError::GicMismatch { asked }),
         };
-        let vgic_model = if gic == GuestGic::V2 { vgic::GicModel::V2 } else { vgic::GicModel::V3 };
-        let vgic_config = VgicConfig::new(vgic_model, spec.cpus as usize, NR_SPIS).map_err(VmError::Vgic)?;
+        let vgic_model = if gic == GuestGic::V2 {
+            vgic::GicModel::V2
+        } else {
+            vgic::GicModel::V3
+        };
+        let vgic_config =
+            VgicConfig::new(vgic_model, spec.cpus as usize, NR_SPIS).map_err(VmError::Vgic)?;
         let vcpu_count = spec.cpus as usize;
 
         let plan = loader::plan(
@@ -271,7 +316,8 @@ impl Vm {
             return Err(VmError::DtbTooLarge { size: dtb.len() });
         }
 
-        let blocks = frames::alloc_blocks(size, memory::BLOCK_2M).ok_or(VmError::OutOfMemory { size })?;
+        let blocks =
+            frames::alloc_blocks(size, memory::BLOCK_2M).ok_or(VmError::OutOfMemory { size })?;
         let ram = GuestRam::from_blocks(virtual_board::RAM_BASE, &blocks);
 
         let mut table = Stage2Table::new();
@@ -334,7 +380,11 @@ impl Vm {
         // Fill guest RAM. The plan guarantees every range lies inside it.
         for segment in &plan.segments {
             copy_to_guest(&ram, segment.ipa, segment.data);
-            zero_guest(&ram, segment.ipa + segment.data.len() as u64, segment.zero_fill);
+            zero_guest(
+                &ram,
+                segment.ipa + segment.data.len() as u64,
+                segment.zero_fill,
+            );
         }
         if let (Some(ipa), Some(data)) = (plan.initrd_ipa, spec.initrd) {
             copy_to_guest(&ram, ipa, data);
@@ -346,58 +396,106 @@ impl Vm {
         // The virtual timer is the hardware's, delivered as a hardware-mapped interrupt: the
         // guest's deactivation deactivates the physical PPI with no exit.
         for v in 0..vcpu_count {
-            vgic.map_hw(virtual_board::VIRT_TIMER_INTID, v, Some(virtual_board::VIRT_TIMER_INTID))
-                .expect("the virtual timer PPI exists");
+            vgic.map_hw(
+                virtual_board::VIRT_TIMER_INTID,
+                v,
+                Some(virtual_board::VIRT_TIMER_INTID),
+            )
+            .expect("the virtual timer PPI exists");
         }
         // Passthrough SPIs are hardware-mapped too: the guest's EOI deactivates the physical one.
         for &intid in &spis {
-            vgic.map_hw(intid, 0, Some(intid)).expect("SPI range checked above");
+            vgic.map_hw(intid, 0, Some(intid))
+                .expect("SPI range checked above");
         }
         let irq = Arc::new(IrqRouting::new(vgic.clone(), placement.clone()));
 
         let line_buffered = host.shared_console;
-        let prefix = if host.shared_console { format!("[{}] ", spec.name) } else { String::new() };
+        let prefix = if host.shared_console {
+            format!("[{}] ", spec.name)
+        } else {
+            String::new()
+        };
         let mut mmio = MmioBus::new();
-        let uart_line = VgicLine { routing: irq.clone(), intid: virtual_board::spi_intid(virtual_board::PL011_SPI) };
-        let mut uart = VirtualPl011::with_irq(VmConsole { prefix }, line_buffered, Some(Box::new(uart_line)));
+        let uart_line = VgicLine {
+            routing: irq.clone(),
+            intid: virtual_board::spi_intid(virtual_board::PL011_SPI),
+        };
+        let mut uart = VirtualPl011::with_irq(
+            VmConsole { prefix },
+            line_buffered,
+            Some(Box::new(uart_line)),
+        );
         if id == 0 {
             // The host console's input goes to VM 0; more may wait once the guest drained some.
             uart = uart.on_rx_drained(Box::new(crate::board::console::forward_input));
         }
         let uart = Arc::new(uart);
-        mmio.add(virtual_board::PL011_BASE, virtual_board::PL011_SIZE, Box::new(uart.clone()))
-            .expect("an empty bus has no overlaps");
-        let gicd = KickingGicWindow { window: VirtualGicd::new(vgic.clone(), RunningVcpu), routing: irq.clone() };
+        mmio.add(
+            virtual_board::PL011_BASE,
+            virtual_board::PL011_SIZE,
+            Box::new(uart.clone()),
+        )
+        .expect("an empty bus has no overlaps");
+        let gicd = KickingGicWindow {
+            window: VirtualGicd::new(vgic.clone(), RunningVcpu),
+            routing: irq.clone(),
+        };
         mmio.add(virtual_board::GICD_BASE, vgic::GICD_WINDOW, Box::new(gicd))
             .expect("the virtual board's devices do not overlap");
         if let Some(gicr) = VirtualGicr::new(vgic.clone()) {
             let size = virtual_board::gicr_size(vcpu_count).expect("vCPU count checked above");
-            let gicr = KickingGicWindow { window: gicr, routing: irq.clone() };
+            let gicr = KickingGicWindow {
+                window: gicr,
+                routing: irq.clone(),
+            };
             mmio.add(virtual_board::GICR_BASE, size, Box::new(gicr))
                 .expect("the virtual board's devices do not overlap");
         }
         // The guest's RTC counts from the host's wall clock; its own writes shift only its view.
         // A passed-through device takes the place of the emulated one at its address.
-        let passed = |base: u64, size: u64| passthrough.iter().any(|&(b, s)| base < b + s && b < base + size);
+        let passed = |base: u64, size: u64| {
+            passthrough
+                .iter()
+                .any(|&(b, s)| base < b + s && b < base + size)
+        };
         let (base_count, base_seconds) = host.wall_clock;
-        let clock = CounterClock::new(crate::timer::physical_count, crate::timer::frequency(), base_count, base_seconds);
+        let clock = CounterClock::new(
+            crate::timer::physical_count,
+            crate::timer::frequency(),
+            base_count,
+            base_seconds,
+        );
         if !passed(virtual_board::PL031_BASE, virtual_board::PL031_SIZE) {
-            mmio.add(virtual_board::PL031_BASE, virtual_board::PL031_SIZE, Box::new(VirtualPl031::new(clock)))
-                .expect("the virtual board's devices do not overlap");
+            mmio.add(
+                virtual_board::PL031_BASE,
+                virtual_board::PL031_SIZE,
+                Box::new(VirtualPl031::new(clock)),
+            )
+            .expect("the virtual board's devices do not overlap");
         }
         // Guests probe every virtio-mmio slot of the board; with no device there they must read
         // "no device" (DeviceID 0), not fault. One model answers for all slots.
-        let virtio_size = virtual_board::VIRTIO_MMIO_SLOT_SIZE * virtual_board::VIRTIO_MMIO_SLOTS as u64;
+        let virtio_size =
+            virtual_board::VIRTIO_MMIO_SLOT_SIZE * virtual_board::VIRTIO_MMIO_SLOTS as u64;
         if !passed(virtual_board::VIRTIO_MMIO_BASE, virtio_size) {
-            mmio.add(virtual_board::VIRTIO_MMIO_BASE, virtio_size, Box::new(EmptyVirtioMmio::new()))
-                .expect("the virtual board's devices do not overlap");
+            mmio.add(
+                virtual_board::VIRTIO_MMIO_BASE,
+                virtio_size,
+                Box::new(EmptyVirtioMmio::new()),
+            )
+            .expect("the virtual board's devices do not overlap");
         }
         let vmid = (id + 1) as u8;
         // The boot vCPU starts at the kernel's entry with the DTB in x0 (the Linux boot
         // protocol); the others wait for the guest's PSCI CPU_ON.
-        let vcpu_power: Vec<psci::VcpuPower> = (0..vcpu_count).map(|_| psci::VcpuPower::off()).collect();
+        let vcpu_power: Vec<psci::VcpuPower> =
+            (0..vcpu_count).map(|_| psci::VcpuPower::off()).collect();
         vcpu_power[0]
-            .request_on(psci::StartRequest { entry: plan.entry, context_id: plan.dtb_ipa })
+            .request_on(psci::StartRequest {
+                entry: plan.entry,
+                context_id: plan.dtb_ipa,
+            })
             .expect("a new vCPU is off");
         let vm = Arc::new(Vm {
             id,
@@ -436,7 +534,16 @@ impl Vm {
 
     /// The guest turned itself off.
     pub fn power_off(&self) {
-        if self.state.compare_exchange(0, VmState::PoweredOff as u8, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if self
+            .state
+            .compare_exchange(
+                0,
+                VmState::PoweredOff as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
             log::info!("VM {} \"{}\" powered off", self.id, self.name);
             self.kick_all_vcpus();
         }
@@ -444,7 +551,16 @@ impl Vm {
 
     /// Veil stops the VM; `reason` says what the guest did, for the log.
     pub fn stop(&self, reason: fmt::Arguments) {
-        if self.state.compare_exchange(0, VmState::Stopped as u8, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if self
+            .state
+            .compare_exchange(
+                0,
+                VmState::Stopped as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
             log::error!("VM {} \"{}\" stopped: {}", self.id, self.name, reason);
             self.kick_all_vcpus();
         }
@@ -453,7 +569,8 @@ impl Vm {
     /// The vCPU whose MPIDR affinity (Aff3..Aff0) is `affinity`.
     pub fn vcpu_by_affinity(&self, affinity: u64) -> Option<usize> {
         const AFFINITY_MASK: u64 = 0xff_00ff_ffff;
-        (0..self.vcpu_count).find(|&i| vcpu::mpidr_for(i) & AFFINITY_MASK == affinity & AFFINITY_MASK)
+        (0..self.vcpu_count)
+            .find(|&i| vcpu::mpidr_for(i) & AFFINITY_MASK == affinity & AFFINITY_MASK)
     }
 
     /// Makes the physical CPU of vCPU `index` look at its state (a CPU_ON, or the VM's end).
@@ -474,12 +591,19 @@ impl Vm {
 }
 
 /// Why a passthrough window may not be given to a guest, if it may not.
-fn check_passthrough(base: u64, size: u64, ram: &GuestRam, host: &HostInfo) -> Result<(), &'static str> {
+fn check_passthrough(
+    base: u64,
+    size: u64,
+    ram: &GuestRam,
+    host: &HostInfo,
+) -> Result<(), &'static str> {
     let page = memory::PAGE_SIZE;
     if size == 0 || base % page != 0 || size % page != 0 {
         return Err("base and size must be non-zero multiples of 4 KiB");
     }
-    let end = base.checked_add(size).ok_or("it wraps around the address space")?;
+    let end = base
+        .checked_add(size)
+        .ok_or("it wraps around the address space")?;
     if end > 1 << stage2::IPA_BITS {
         return Err("it lies above the guest's address space");
     }
@@ -493,17 +617,23 @@ fn check_passthrough(base: u64, size: u64, ram: &GuestRam, host: &HostInfo) -> R
     if host.own_devices.iter().any(overlaps) {
         return Err("Veil drives that device itself");
     }
-    if base < virtual_board::GICR_BASE + virtual_board::GICR_REGION_SIZE && virtual_board::GICD_BASE < end {
+    if base < virtual_board::GICR_BASE + virtual_board::GICR_REGION_SIZE
+        && virtual_board::GICD_BASE < end
+    {
         return Err("it overlaps the guest's interrupt controller");
     }
-    if base < virtual_board::PL011_BASE + virtual_board::PL011_SIZE && virtual_board::PL011_BASE < end {
+    if base < virtual_board::PL011_BASE + virtual_board::PL011_SIZE
+        && virtual_board::PL011_BASE < end
+    {
         return Err("it overlaps the guest's console UART");
     }
     Ok(())
 }
 
 fn copy_to_guest(ram: &GuestRam, ipa: u64, data: &[u8]) {
-    let ranges = ram.host_ranges(ipa, data.len() as u64).expect("load plan inside guest RAM");
+    let ranges = ram
+        .host_ranges(ipa, data.len() as u64)
+        .expect("load plan inside guest RAM");
     let mut offset = 0;
     for (pa, len) in ranges {
         let piece = &data[offset..offset + len as usize];
@@ -517,7 +647,10 @@ fn copy_to_guest(ram: &GuestRam, ipa: u64, data: &[u8]) {
 }
 
 fn zero_guest(ram: &GuestRam, ipa: u64, len: u64) {
-    for (pa, len) in ram.host_ranges(ipa, len).expect("load plan inside guest RAM") {
+    for (pa, len) in ram
+        .host_ranges(ipa, len)
+        .expect("load plan inside guest RAM")
+    {
         // SAFETY: as in copy_to_guest.
         unsafe { memory::bulk::zero(pa as *mut u8, len as usize) };
         memory::cache::clean_dcache_range(pa as usize, len as usize);
@@ -530,7 +663,10 @@ mod tests {
 
     #[test]
     fn guest_ram_translation() {
-        let ram = GuestRam::from_blocks(0x4000_0000, &[(0x8000_0000, 0x20_0000), (0x6000_0000, 0x40_0000)]);
+        let ram = GuestRam::from_blocks(
+            0x4000_0000,
+            &[(0x8000_0000, 0x20_0000), (0x6000_0000, 0x40_0000)],
+        );
         assert_eq!(ram.size, 0x60_0000);
         assert_eq!(ram.pa_of(0x4000_0000), Some(0x8000_0000));
         assert_eq!(ram.pa_of(0x401f_ffff), Some(0x801f_ffff));

@@ -72,7 +72,9 @@ impl VmSpec<'_> {
 
     /// The passthrough SPIs, as INTIDs.
     pub fn passthrough_intids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.passthrough_spis.chunks_exact(4).map(|c| u32::from_be_bytes(c.try_into().unwrap_or([0; 4])))
+        self.passthrough_spis
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes(c.try_into().unwrap_or([0; 4])))
     }
 }
 
@@ -327,14 +329,26 @@ fn vm_spec<'a>(node: FdtNode<'_, 'a>, index: u32) -> Result<VmSpec<'a>, VmSpecEr
     let passthrough_mmio = match node.property("passthrough-mmio") {
         None => &[][..],
         Some(p) if p.value.len() % 16 != 0 => {
-            return Err(fail("passthrough-mmio", VmProblem::WrongSize { expected: 16, found: p.value.len() % 16 }));
+            return Err(fail(
+                "passthrough-mmio",
+                VmProblem::WrongSize {
+                    expected: 16,
+                    found: p.value.len() % 16,
+                },
+            ));
         }
         Some(p) => p.value,
     };
     let passthrough_spis = match node.property("passthrough-spis") {
         None => &[][..],
         Some(p) if p.value.len() % 4 != 0 => {
-            return Err(fail("passthrough-spis", VmProblem::WrongSize { expected: 4, found: p.value.len() % 4 }));
+            return Err(fail(
+                "passthrough-spis",
+                VmProblem::WrongSize {
+                    expected: 4,
+                    found: p.value.len() % 4,
+                },
+            ));
         }
         Some(p) => p.value,
     };

@@ -39,7 +39,10 @@ pub struct VcpuPower {
 impl VcpuPower {
     /// A vCPU that is off until someone turns it on.
     pub const fn off() -> Self {
-        VcpuPower { state: AtomicU8::new(PowerState::Off as u8), request: Mutex::new(None) }
+        VcpuPower {
+            state: AtomicU8::new(PowerState::Off as u8),
+            request: Mutex::new(None),
+        }
     }
 
     pub fn state(&self) -> PowerState {
@@ -88,7 +91,10 @@ impl VcpuPower {
 mod tests {
     use super::*;
 
-    const REQ: StartRequest = StartRequest { entry: 0x4008_0000, context_id: 7 };
+    const REQ: StartRequest = StartRequest {
+        entry: 0x4008_0000,
+        context_id: 7,
+    };
 
     #[test]
     fn on_off_cycle() {
@@ -103,7 +109,17 @@ mod tests {
         assert_eq!(p.request_on(REQ), Err(ret::ALREADY_ON));
         p.turn_off();
         assert_eq!(p.state(), PowerState::Off);
-        p.request_on(StartRequest { entry: 1, context_id: 2 }).unwrap();
-        assert_eq!(p.take_start(), Some(StartRequest { entry: 1, context_id: 2 }));
+        p.request_on(StartRequest {
+            entry: 1,
+            context_id: 2,
+        })
+        .unwrap();
+        assert_eq!(
+            p.take_start(),
+            Some(StartRequest {
+                entry: 1,
+                context_id: 2
+            })
+        );
     }
 }

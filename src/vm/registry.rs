@@ -49,8 +49,17 @@ mod tests {
     fn outcome_rules() {
         use VmState::*;
         assert_eq!(summarize([Running, PoweredOff].into_iter()), None);
-        assert_eq!(summarize([PoweredOff, PoweredOff].into_iter()), Some(ExitStatus::AllVmsPoweredOff));
-        assert_eq!(summarize([PoweredOff, Stopped].into_iter()), Some(ExitStatus::VmStopped));
-        assert_eq!(summarize([].into_iter()), Some(ExitStatus::AllVmsPoweredOff));
+        assert_eq!(
+            summarize([PoweredOff, PoweredOff].into_iter()),
+            Some(ExitStatus::AllVmsPoweredOff)
+        );
+        assert_eq!(
+            summarize([PoweredOff, Stopped].into_iter()),
+            Some(ExitStatus::VmStopped)
+        );
+        assert_eq!(
+            summarize([].into_iter()),
+            Some(ExitStatus::AllVmsPoweredOff)
+        );
     }
 }

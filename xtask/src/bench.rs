@@ -345,7 +345,12 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<u8> {
     // The VM switch: two copies of the guest sharing one CPU, each yielding to the other.
     let from_veil = on_veil(ws, &mut launcher, args.gic, 1, 2, &switch)?;
     veil.retain(|(op, _)| op != SWITCH_OP);
-    veil.extend(from_veil.into_iter().filter(|(op, _)| op == SWITCH_OP).take(1));
+    veil.extend(
+        from_veil
+            .into_iter()
+            .filter(|(op, _)| op == SWITCH_OP)
+            .take(1),
+    );
 
     let rows = rows(&veil, &bare);
     print!("{}", table(&rows, args, &version.to_string()));

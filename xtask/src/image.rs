@@ -100,10 +100,14 @@ pub fn build_bundled_guest(ws: &Workspace, name: &str) -> Result<(PathBuf, u64)>
                 .with_context(|| format!("reading the program headers of {}", elf.display()))?;
             let image = arm64_image(&std::fs::read(&raw)?, start, end)?;
             let path = bundled_guest_path(ws, name);
-            std::fs::write(&path, &image).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, &image)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             Ok((path, image.len() as u64))
         }
-        _ => bail!("no bundled guest `{name}` (there are {})", BUNDLED_GUESTS.join(", ")),
+        _ => bail!(
+            "no bundled guest `{name}` (there are {})",
+            BUNDLED_GUESTS.join(", ")
+        ),
     }
 }
 
@@ -142,7 +146,9 @@ const IMAGE_HEADER_PAGE: u64 = 0x1000;
 /// puts the header one page below `start`; `image_size` covers `raw` and its .bss.
 fn arm64_image(raw: &[u8], start: u64, end: u64) -> Result<Vec<u8>> {
     const SZ_2M: u64 = 2 << 20;
-    let header_at = start.checked_sub(IMAGE_HEADER_PAGE).context("image linked below one page")?;
+    let header_at = start
+        .checked_sub(IMAGE_HEADER_PAGE)
+        .context("image linked below one page")?;
     let text_offset = header_at % SZ_2M;
     let memory = (end.max(start + raw.len() as u64) - start).next_multiple_of(IMAGE_HEADER_PAGE);
     let image_size = IMAGE_HEADER_PAGE + memory;
@@ -167,8 +173,14 @@ fn arm64_image(raw: &[u8], start: u64, end: u64) -> Result<Vec<u8>> {
 /// The lowest load address and the end of the highest `PT_LOAD` segment (by `p_paddr` and
 /// `p_memsz`) of a little-endian ELF64.
 fn elf_load_span(elf: &[u8]) -> Result<(u64, u64)> {
-    let u16_at = |at: usize| elf.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u64_at = |at: usize| elf.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    let u16_at = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |at: usize| {
+        elf.get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
     if !elf.starts_with(b"\x7fELF\x02\x01") {
         bail!("not a little-endian ELF64");
     }
@@ -184,7 +196,10 @@ fn elf_load_span(elf: &[u8]) -> Result<(u64, u64)> {
         if kind != 1u32.to_le_bytes() {
             continue;
         }
-        let (paddr, memsz) = (u64_at(at + 24).context("p_paddr")?, u64_at(at + 40).context("p_memsz")?);
+        let (paddr, memsz) = (
+            u64_at(at + 24).context("p_paddr")?,
+            u64_at(at + 40).context("p_memsz")?,
+        );
         if memsz == 0 {
             continue;
         }
@@ -383,7 +398,11 @@ mod tests {
         // code0 branches 0x1000 forward, to the raw binary's first byte.
         assert_eq!(&image[0..4], &0x1400_0400u32.to_le_bytes());
         assert_eq!(word(8), 0x7_f000, "text_offset");
-        assert_eq!(word(16), 0x1000 + 0x1_1000, "image_size: header page + rounded memory");
+        assert_eq!(
+            word(16),
+            0x1000 + 0x1_1000,
+            "image_size: header page + rounded memory"
+        );
         assert_eq!(word(24), 2, "flags: 4 KiB pages");
         assert_eq!(&image[0x38..0x3c], b"ARM\x64");
         assert_eq!(image.len(), 0x1000 + raw.len());

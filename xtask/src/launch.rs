@@ -121,7 +121,9 @@ impl Launch {
         }
         match (&self.guest, self.guest.bundled_name()) {
             (Guest::Tiny, _) => {}
-            (Guest::File(path), _) => words.push(format!("--guest {}", shell_quote(ws.short(path)))),
+            (Guest::File(path), _) => {
+                words.push(format!("--guest {}", shell_quote(ws.short(path))))
+            }
             (_, Some(name)) => {
                 let file = image::bundled_guest_path(ws, name);
                 words.push(format!("--guest {}", shell_quote(ws.short(&file))));
@@ -283,8 +285,16 @@ impl Launcher {
             (0..launch.vms)
                 .map(|i| VmSpec {
                     name: format!("{}{i}", vm.name),
-                    passthrough_mmio: if i == 0 { vm.passthrough_mmio.clone() } else { Vec::new() },
-                    passthrough_spis: if i == 0 { vm.passthrough_spis.clone() } else { Vec::new() },
+                    passthrough_mmio: if i == 0 {
+                        vm.passthrough_mmio.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    passthrough_spis: if i == 0 {
+                        vm.passthrough_spis.clone()
+                    } else {
+                        Vec::new()
+                    },
                     ..vm.clone()
                 })
                 .collect()

@@ -170,7 +170,10 @@ pub fn main(ws: &Workspace, args: &LinuxArgs) -> Result<u8> {
         println!("Image      {}", ws.show(&artifacts.image));
         println!("initramfs  {}", ws.show(&artifacts.initramfs));
         println!("boot under Veil:     {}", launch.run_command(ws));
-        println!("check on bare QEMU:  {}", describe(&bare.command(ws, &artifacts)));
+        println!(
+            "check on bare QEMU:  {}",
+            describe(&bare.command(ws, &artifacts))
+        );
         return Ok(0);
     }
     if args.bare {
@@ -277,8 +280,10 @@ fn check_tools() -> Result<()> {
         ("tar", "tar"),
         ("sha256sum", "coreutils"),
     ];
-    let missing: Vec<_> =
-        needed.iter().filter(|(program, _)| find_program(program).is_none()).collect();
+    let missing: Vec<_> = needed
+        .iter()
+        .filter(|(program, _)| find_program(program).is_none())
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -296,7 +301,9 @@ fn check_tools() -> Result<()> {
 
 fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// The host's Debian archive: where its packages come from and the key that signs them.
@@ -326,7 +333,10 @@ impl DebianMirror {
     pub fn from_host() -> Result<Self> {
         let mut looked = Vec::new();
         for (path, parse) in [
-            (DEB822_SOURCES, parse_deb822_sources as fn(&str) -> Option<(String, Option<Keyring>)>),
+            (
+                DEB822_SOURCES,
+                parse_deb822_sources as fn(&str) -> Option<(String, Option<Keyring>)>,
+            ),
             (ONE_LINE_SOURCES, parse_one_line_sources),
         ] {
             let Ok(text) = std::fs::read_to_string(path) else {
@@ -350,7 +360,11 @@ impl DebianMirror {
                     file.display()
                 );
             }
-            return Ok(DebianMirror { uri, keyring, origin: path.to_string() });
+            return Ok(DebianMirror {
+                uri,
+                keyring,
+                origin: path.to_string(),
+            });
         }
         bail!(
             "cannot find a Debian archive in the host's APT sources: looked in {}. `cargo xtask \
@@ -482,7 +496,12 @@ pub struct Record {
 impl Record {
     /// The file name `apt-get download` gives it (an epoch's `:` is written `%3a`).
     pub fn file_name(&self) -> String {
-        format!("{}_{}_{}.deb", self.package, self.version.replace(':', "%3a"), self.architecture)
+        format!(
+            "{}_{}_{}.deb",
+            self.package,
+            self.version.replace(':', "%3a"),
+            self.architecture
+        )
     }
 }
 
@@ -539,7 +558,10 @@ impl Apt {
         let root = unsafe { libc::geteuid() } == 0;
         let config = dir.join("apt.conf");
         write_if_changed(&config, apt_conf(dir, &keyring, root)?.as_bytes())?;
-        Ok(Apt { dir: dir.to_path_buf(), config })
+        Ok(Apt {
+            dir: dir.to_path_buf(),
+            config,
+        })
     }
 
     fn command(&self, program: &str) -> Command {
@@ -568,27 +590,38 @@ impl Apt {
             self.command("apt-get")
                 .args(["-qq", "update"])
                 // Only the package lists: not appstream's metadata, which the host may ask for.
-                .args(["-o", "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"]),
+                .args([
+                    "-o",
+                    "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false",
+                ]),
         )
         .context("fetching the package lists failed (is the network up?)")?;
-        eprintln!("xtask: package lists fetched in {:.1} s", start.elapsed().as_secs_f64());
+        eprintln!(
+            "xtask: package lists fetched in {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
     /// The newest `linux-image-6.1.0-N-arm64-unsigned` in the lists.
     fn newest_kernel(&self) -> Result<String> {
         let names = capture(self.command("apt-cache").args(["pkgnames", KERNEL_PREFIX]))?;
-        newest_kernel(names.lines()).map(str::to_string).with_context(|| {
-            format!(
-                "Debian {SUITE}'s package lists have no {KERNEL_PREFIX}N{KERNEL_SUFFIX} \
+        newest_kernel(names.lines())
+            .map(str::to_string)
+            .with_context(|| {
+                format!(
+                    "Debian {SUITE}'s package lists have no {KERNEL_PREFIX}N{KERNEL_SUFFIX} \
                      (remove {} to fetch them anew)",
-                self.dir.display()
-            )
-        })
+                    self.dir.display()
+                )
+            })
     }
 
     fn record(&self, package: &str) -> Result<Record> {
-        let text = capture(self.command("apt-cache").args(["show", "--no-all-versions", package]))?;
+        let text = capture(
+            self.command("apt-cache")
+                .args(["show", "--no-all-versions", package]),
+        )?;
         parse_record(&text).with_context(|| format!("`apt-cache show {package}` is incomplete"))
     }
 
@@ -619,14 +652,21 @@ impl Apt {
         )
         .with_context(|| format!("downloading {} failed", record.package))?;
         verify(&path, &record)?;
-        eprintln!("xtask: {} in {:.1} s", ws.show(&path), start.elapsed().as_secs_f64());
+        eprintln!(
+            "xtask: {} in {:.1} s",
+            ws.show(&path),
+            start.elapsed().as_secs_f64()
+        );
         Ok(deb)
     }
 }
 
 /// `deb [arch=arm64 signed-by=KEYRING] URI bookworm main`.
 fn sources_line(uri: &str, keyring: &Path) -> String {
-    format!("deb [arch=arm64 signed-by={}] {uri} {SUITE} main", keyring.display())
+    format!(
+        "deb [arch=arm64 signed-by={}] {uri} {SUITE} main",
+        keyring.display()
+    )
 }
 
 /// The private apt.conf. As root, APT would hand downloads to the `_apt` user, who may not
@@ -676,8 +716,13 @@ pub fn newest_kernel<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a
         .into_iter()
         .map(str::trim)
         .filter_map(|name| {
-            let abi = name.strip_prefix(KERNEL_PREFIX)?.strip_suffix(KERNEL_SUFFIX)?;
-            let abi: u32 = abi.bytes().all(|b| b.is_ascii_digit()).then(|| abi.parse().ok())??;
+            let abi = name
+                .strip_prefix(KERNEL_PREFIX)?
+                .strip_suffix(KERNEL_SUFFIX)?;
+            let abi: u32 = abi
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| abi.parse().ok())??;
             Some((abi, name))
         })
         .max_by_key(|(abi, _)| *abi)
@@ -687,8 +732,12 @@ pub fn newest_kernel<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a
 /// The first stanza of `apt-cache show`.
 pub fn parse_record(text: &str) -> Option<Record> {
     let stanza = deb822_stanzas(text).into_iter().next()?;
-    let field =
-        |name: &str| stanza.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+    let field = |name: &str| {
+        stanza
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
     Some(Record {
         package: field("Package")?,
         version: field("Version")?,
@@ -723,7 +772,11 @@ fn verify(path: &Path, record: &Record) -> Result<()> {
     let sum = capture(Command::new("sha256sum").arg(path))?;
     let sum = sum.split_whitespace().next().unwrap_or_default();
     if sum != record.sha256 {
-        bail!("{} has SHA-256 {sum}, the package lists say {}", path.display(), record.sha256);
+        bail!(
+            "{} has SHA-256 {sum}, the package lists say {}",
+            path.display(),
+            record.sha256
+        );
     }
     Ok(())
 }
@@ -771,7 +824,10 @@ pub fn check_image(bytes: &[u8]) -> Result<ImageHeader> {
         bail!("no arm64 Image magic \"ARM\\x64\" at offset {IMAGE_MAGIC_OFFSET:#x}{hint}");
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    Ok(ImageHeader { text_offset: word(0x08), image_size: word(0x10) })
+    Ok(ImageHeader {
+        text_offset: word(0x08),
+        image_size: word(0x10),
+    })
 }
 
 /// One file of a package's data, by tar pattern: `dpkg-deb --fsys-tarfile | tar -x`.
@@ -861,7 +917,9 @@ fn write_from(output: &Path, bytes: &[u8], deb: &Path) -> Result<()> {
 /// devtmpfs is mounted, and `/init`.
 pub fn initramfs_cpio(busybox: &[u8]) -> Result<Vec<u8>> {
     let mut archive = cpio::Archive::new();
-    for dir in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "root", "etc"] {
+    for dir in [
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "root", "etc",
+    ] {
         archive.dir(dir, 0o755)?;
     }
     archive.dir("tmp", 0o1777)?;
@@ -872,7 +930,11 @@ pub fn initramfs_cpio(busybox: &[u8]) -> Result<Vec<u8>> {
     // The kernel opens /dev/console for /init before anything is mounted.
     archive.char_device("dev/console", 0o600, 5, 1)?;
     archive.char_device("dev/null", 0o666, 1, 3)?;
-    archive.file("etc/profile", 0o644, b"PS1='veil-guest:\\w\\$ '\nexport PS1\n")?;
+    archive.file(
+        "etc/profile",
+        0o644,
+        b"PS1='veil-guest:\\w\\$ '\nexport PS1\n",
+    )?;
     archive.file("init", 0o755, INIT.as_bytes())?;
     Ok(archive.finish())
 }
@@ -917,8 +979,17 @@ fn on_veil(ws: &Workspace, launch: &Launch, test: bool) -> Result<u8> {
         // Launcher does not time console lines; the guest's own uptime is in the READY line.
         seen: Vec::new(),
     };
-    let checks = Checks { test, smp: launch.smp, gic: launch.gic, exit: 0 };
-    Ok(report(&run, &checks, &format!("Veil, GICv{}, {} vCPU", launch.gic, launch.smp)))
+    let checks = Checks {
+        test,
+        smp: launch.smp,
+        gic: launch.gic,
+        exit: 0,
+    };
+    Ok(report(
+        &run,
+        &checks,
+        &format!("Veil, GICv{}, {} vCPU", launch.gic, launch.smp),
+    ))
 }
 
 /// A boot straight on QEMU's `virt`, without Veil.
@@ -975,7 +1046,12 @@ impl Bare {
     }
 
     pub fn checks(&self, test: bool) -> Checks {
-        Checks { test, smp: self.smp, gic: self.gic, exit: 0 }
+        Checks {
+            test,
+            smp: self.smp,
+            gic: self.gic,
+            exit: 0,
+        }
     }
 
     /// Boots and waits for QEMU to end, timing the [`READY`] and [`TEST_DONE`] lines.
@@ -1008,7 +1084,10 @@ pub struct Watched {
 
 impl Watched {
     pub fn time_of(&self, marker: &str) -> Option<Duration> {
-        self.seen.iter().find(|(m, _)| *m == marker).map(|(_, t)| *t)
+        self.seen
+            .iter()
+            .find(|(m, _)| *m == marker)
+            .map(|(_, t)| *t)
     }
 }
 
@@ -1022,7 +1101,11 @@ fn watch(
     let live = console == Console::Stream;
     let interactive = live && std::io::stdin().is_terminal();
     command
-        .stdin(if interactive { Stdio::inherit() } else { Stdio::null() })
+        .stdin(if interactive {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
@@ -1046,7 +1129,9 @@ fn watch(
                     let _ = if is_stderr {
                         std::io::stderr().write_all(&bytes)
                     } else {
-                        std::io::stdout().write_all(&bytes).and_then(|()| std::io::stdout().flush())
+                        std::io::stdout()
+                            .write_all(&bytes)
+                            .and_then(|()| std::io::stdout().flush())
                     };
                 }
                 transcript.extend_from_slice(&bytes);
@@ -1107,7 +1192,10 @@ fn reader(
         let Some(mut pipe) = pipe else { return };
         let mut buffer = [0u8; 4096];
         while let Ok(n @ 1..) = pipe.read(&mut buffer) {
-            if sender.send((is_stderr, Instant::now(), buffer[..n].to_vec())).is_err() {
+            if sender
+                .send((is_stderr, Instant::now(), buffer[..n].to_vec()))
+                .is_err()
+            {
                 break;
             }
         }
@@ -1115,7 +1203,9 @@ fn reader(
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 /// SIGTERM, so that QEMU restores the terminal.
@@ -1173,7 +1263,11 @@ impl Checks {
                 }
             }
         }
-        for bad in ["Kernel panic", "Unable to handle kernel", "Internal error: Oops"] {
+        for bad in [
+            "Kernel panic",
+            "Unable to handle kernel",
+            "Internal error: Oops",
+        ] {
             if console.contains(bad) {
                 problems.push(format!("the console shows `{bad}`"));
             }
@@ -1186,7 +1280,9 @@ impl Checks {
 fn ending_problem(ending: Ending, expected: i32) -> Option<String> {
     match ending {
         Ending::Exited(code) if code == expected => None,
-        ending => Some(format!("QEMU ended with {ending}, expected exit status {expected}")),
+        ending => Some(format!(
+            "QEMU ended with {ending}, expected exit status {expected}"
+        )),
     }
 }
 
@@ -1210,12 +1306,20 @@ fn report(run: &Watched, checks: &Checks, title: &str) -> u8 {
     if let Some(done) = run.time_of(TEST_DONE) {
         timing.push(format!("`{TEST_DONE}` after {:.2} s", done.as_secs_f64()));
     }
-    timing.push(format!("{} after {:.2} s", run.ending, run.elapsed.as_secs_f64()));
+    timing.push(format!(
+        "{} after {:.2} s",
+        run.ending,
+        run.elapsed.as_secs_f64()
+    ));
     eprintln!("xtask: {title}: {}", timing.join("; "));
     if problems.is_empty() {
         eprintln!(
             "xtask: ok: Linux booted{}",
-            if checks.test { " and ran the test script" } else { "" }
+            if checks.test {
+                " and ran the test script"
+            } else {
+                ""
+            }
         );
         return 0;
     }
@@ -1266,7 +1370,10 @@ mod tests {
             parse_deb822_sources(text),
             Some(("https://mirror.example/debian".to_string(), None))
         );
-        assert_eq!(parse_deb822_sources("Types: deb\nSuites: noble-security\n"), None);
+        assert_eq!(
+            parse_deb822_sources("Types: deb\nSuites: noble-security\n"),
+            None
+        );
         assert_eq!(parse_deb822_sources(""), None);
     }
 
@@ -1301,7 +1408,10 @@ mod tests {
             parse_one_line_sources("deb http://m/debian stable main contrib"),
             Some(("http://m/debian".to_string(), None))
         );
-        assert_eq!(parse_one_line_sources("deb-src http://m/debian bookworm main"), None);
+        assert_eq!(
+            parse_one_line_sources("deb-src http://m/debian bookworm main"),
+            None
+        );
     }
 
     #[test]
@@ -1317,7 +1427,10 @@ mod tests {
             "Dir::Etc::SourceParts \"/r/target/linux/apt/sources.list.d\";",
             "Dir::Etc::Trusted \"/k.gpg\";",
         ] {
-            assert!(conf.lines().any(|l| l == line), "missing {line:?} in\n{conf}");
+            assert!(
+                conf.lines().any(|l| l == line),
+                "missing {line:?} in\n{conf}"
+            );
         }
         assert!(!conf.contains("Sandbox"));
         assert!(
@@ -1338,7 +1451,10 @@ mod tests {
                      linux-image-6.1.0-50-cloud-arm64-unsigned\nlinux-image-6.1.0-50-rt-arm64-unsigned\n\
                      linux-image-6.1.0-47-arm64-unsigned\nlinux-image-6.1.0-50-arm64-unsigned\n\
                      linux-image-6.1.0-50-arm64\nlinux-image-6.1.0-x-arm64-unsigned\n";
-        assert_eq!(newest_kernel(names.lines()), Some("linux-image-6.1.0-50-arm64-unsigned"));
+        assert_eq!(
+            newest_kernel(names.lines()),
+            Some("linux-image-6.1.0-50-arm64-unsigned")
+        );
         // Numerically, not as text: 10 > 9.
         assert_eq!(
             newest_kernel([
@@ -1362,7 +1478,10 @@ mod tests {
         let record = parse_record(text).unwrap();
         assert_eq!(record.size, 822_236);
         assert_eq!(&record.sha256[..8], "732c9135");
-        assert_eq!(record.file_name(), "busybox-static_1%3a1.35.0-4+deb12u1+b1_arm64.deb");
+        assert_eq!(
+            record.file_name(),
+            "busybox-static_1%3a1.35.0-4+deb12u1+b1_arm64.deb"
+        );
         assert_eq!(parse_record("Package: x\nVersion: 1\n"), None);
     }
 
@@ -1374,7 +1493,10 @@ mod tests {
         image[0x38..0x3c].copy_from_slice(b"ARM\x64");
         assert_eq!(
             check_image(&image).unwrap(),
-            ImageHeader { text_offset: 0, image_size: 0x01f9_0000 }
+            ImageHeader {
+                text_offset: 0,
+                image_size: 0x01f9_0000
+            }
         );
         let gz = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0];
         let err = format!("{:#}", check_image(&gz).unwrap_err());
@@ -1399,11 +1521,17 @@ mod tests {
             assert!(text.contains(&format!("{needed}\0")), "no {needed}");
         }
         assert!(text.contains(INIT));
-        assert_eq!(archive, initramfs_cpio(b"\x7fELF-busybox").unwrap(), "reproducible");
+        assert_eq!(
+            archive,
+            initramfs_cpio(b"\x7fELF-busybox").unwrap(),
+            "reproducible"
+        );
         let packed = gzip(&archive).unwrap();
         assert_eq!(&packed[..2], [0x1f, 0x8b]);
         let mut unpacked = Vec::new();
-        flate2::read::GzDecoder::new(packed.as_slice()).read_to_end(&mut unpacked).unwrap();
+        flate2::read::GzDecoder::new(packed.as_slice())
+            .read_to_end(&mut unpacked)
+            .unwrap();
         assert_eq!(unpacked, archive);
     }
 
@@ -1418,7 +1546,12 @@ mod tests {
 
     #[test]
     fn judges_consoles() {
-        let checks = Checks { test: true, smp: 2, gic: 3, exit: 0 };
+        let checks = Checks {
+            test: true,
+            smp: 2,
+            gic: 3,
+            exit: 0,
+        };
         let good = "[    0.000000] Booting Linux\nveil-initramfs: ready (uptime 3.21 s, 2 CPUs, Linux 6.1.0-50-arm64)\n\
                     veil-test: begin\n 11:  1234  5678  GICv3  27 Level  arch_timer\n\
                     veil-test: cpus=2\nveil-test: done\n";
@@ -1426,7 +1559,11 @@ mod tests {
         assert_eq!(guest_uptime(good), Some("3.21"));
 
         let v2 = Checks { gic: 2, ..checks };
-        assert_eq!(v2.judge(good, Ending::Exited(0)).len(), 1, "GICv2 wants GIC-0");
+        assert_eq!(
+            v2.judge(good, Ending::Exited(0)).len(),
+            1,
+            "GICv2 wants GIC-0"
+        );
         let one = Checks { smp: 1, ..checks };
         assert!(one.judge(good, Ending::Exited(0))[0].contains("cpus=1"));
 
@@ -1438,17 +1575,32 @@ mod tests {
         let problems = checks.judge(panic, Ending::Exited(0));
         assert!(problems[0].contains("did not reach /init"), "{problems:?}");
 
-        let interactive = Checks { test: false, ..checks };
-        assert!(interactive.judge("veil-initramfs: ready\n", Ending::Exited(0)).is_empty());
+        let interactive = Checks {
+            test: false,
+            ..checks
+        };
+        assert!(
+            interactive
+                .judge("veil-initramfs: ready\n", Ending::Exited(0))
+                .is_empty()
+        );
         assert!(has_test_arg(BARE_CMDLINE));
         assert!(!has_test_arg("console=ttyAMA0 veil.test=10"));
     }
 
     #[test]
     fn bare_command_line() {
-        let bare = Bare { gic: 2, smp: 2, memory: size::GIB, cmdline: BARE_CMDLINE.into() };
+        let bare = Bare {
+            gic: 2,
+            smp: 2,
+            memory: size::GIB,
+            cmdline: BARE_CMDLINE.into(),
+        };
         let args: Vec<String> = bare
-            .args(Path::new("target/linux/Image"), Path::new("target/linux/initramfs.cpio.gz"))
+            .args(
+                Path::new("target/linux/Image"),
+                Path::new("target/linux/initramfs.cpio.gz"),
+            )
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -1463,21 +1615,34 @@ mod tests {
     #[test]
     fn watches_markers_with_times() {
         let mut command = Command::new("sh");
-        command
-            .args(["-c", "printf 'veil-init'; sleep 0.3; printf 'ramfs: ready\\n'; echo err >&2"]);
-        let run =
-            watch(command, &[READY, TEST_DONE], Console::Capture, Some(Duration::from_secs(10)))
-                .unwrap();
+        command.args([
+            "-c",
+            "printf 'veil-init'; sleep 0.3; printf 'ramfs: ready\\n'; echo err >&2",
+        ]);
+        let run = watch(
+            command,
+            &[READY, TEST_DONE],
+            Console::Capture,
+            Some(Duration::from_secs(10)),
+        )
+        .unwrap();
         assert_eq!(run.ending, Ending::Exited(0));
-        let ready = run.time_of(READY).expect("a marker split across two reads is still seen");
+        let ready = run
+            .time_of(READY)
+            .expect("a marker split across two reads is still seen");
         assert!(ready >= Duration::from_millis(250), "{ready:?}");
         assert_eq!(run.time_of(TEST_DONE), None);
         assert!(run.console.contains("err\n"));
 
         let mut sleeper = Command::new("sh");
         sleeper.args(["-c", "exec sleep 30"]);
-        let run =
-            watch(sleeper, &[READY], Console::Capture, Some(Duration::from_millis(200))).unwrap();
+        let run = watch(
+            sleeper,
+            &[READY],
+            Console::Capture,
+            Some(Duration::from_millis(200)),
+        )
+        .unwrap();
         assert!(matches!(run.ending, Ending::TimedOut(_)));
         assert!(run.elapsed < Duration::from_secs(5));
     }
@@ -1491,10 +1656,22 @@ mod tests {
         let artifacts = prepare(&ws).unwrap();
         qemu::ensure_installed(&ws).unwrap();
         for gic in [2, 3] {
-            let bare = Bare { gic, smp: 2, memory: size::GIB, cmdline: BARE_CMDLINE.into() };
-            let run = bare.boot(&ws, &artifacts, Console::Capture, Some(TEST_TIMEOUT)).unwrap();
+            let bare = Bare {
+                gic,
+                smp: 2,
+                memory: size::GIB,
+                cmdline: BARE_CMDLINE.into(),
+            };
+            let run = bare
+                .boot(&ws, &artifacts, Console::Capture, Some(TEST_TIMEOUT))
+                .unwrap();
             let problems = bare.checks(true).judge(&run.console, run.ending);
-            assert!(problems.is_empty(), "{}: {problems:?}\n{}", bare.title(), run.console);
+            assert!(
+                problems.is_empty(),
+                "{}: {problems:?}\n{}",
+                bare.title(),
+                run.console
+            );
             eprintln!(
                 "{}: ready after {:.2} s, done after {:.2} s",
                 bare.title(),

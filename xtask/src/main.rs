@@ -335,19 +335,16 @@ fn scenarios(ws: &Workspace, args: &TestArgs, tally: &mut Tally) {
         };
         let mut notes = Notes::new(Console::Capture);
         let input = scenario.input();
-        let outcome = match launcher.launch_with_input(
-            &launch,
-            Console::Capture,
-            &mut notes,
-            input.as_ref(),
-        ) {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                println!("FAIL {}: {error:#}", scenario.name);
-                tally.failed += 1;
-                continue;
-            }
-        };
+        let outcome =
+            match launcher.launch_with_input(&launch, Console::Capture, &mut notes, input.as_ref())
+            {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    println!("FAIL {}: {error:#}", scenario.name);
+                    tally.failed += 1;
+                    continue;
+                }
+            };
         let problems = scenario.judge(&outcome);
         if problems.is_empty() {
             let seconds = outcome.elapsed.as_secs_f64();

@@ -100,7 +100,8 @@ pub fn write(vms: &[VmSpec]) -> Result<Vec<u8>> {
         let node = fdt
             .begin_node(&format!("vm@{index:x}"))
             .map_err(fdt_error)?;
-        fdt.property_string("vm-name", &vm.name).map_err(fdt_error)?;
+        fdt.property_string("vm-name", &vm.name)
+            .map_err(fdt_error)?;
         fdt.property_u64("memory-size", vm.memory_size)
             .map_err(fdt_error)?;
         fdt.property_u32("cpus", vm.cpus).map_err(fdt_error)?;
@@ -116,11 +117,17 @@ pub fn write(vms: &[VmSpec]) -> Result<Vec<u8>> {
                 .map_err(fdt_error)?;
         }
         if !vm.passthrough_mmio.is_empty() {
-            let cells: Vec<u64> = vm.passthrough_mmio.iter().flat_map(|&(b, s)| [b, s]).collect();
-            fdt.property_array_u64("passthrough-mmio", &cells).map_err(fdt_error)?;
+            let cells: Vec<u64> = vm
+                .passthrough_mmio
+                .iter()
+                .flat_map(|&(b, s)| [b, s])
+                .collect();
+            fdt.property_array_u64("passthrough-mmio", &cells)
+                .map_err(fdt_error)?;
         }
         if !vm.passthrough_spis.is_empty() {
-            fdt.property_array_u32("passthrough-spis", &vm.passthrough_spis).map_err(fdt_error)?;
+            fdt.property_array_u32("passthrough-spis", &vm.passthrough_spis)
+                .map_err(fdt_error)?;
         }
         fdt.end_node(node).map_err(fdt_error)?;
     }
@@ -259,7 +266,12 @@ mod tests {
                 );
             }
             vms.push(VmSpec {
-                name: node.property("vm-name").unwrap().as_str().unwrap().to_string(),
+                name: node
+                    .property("vm-name")
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
                 memory_size: u64_of(node.property("memory-size").unwrap()),
                 cpus: u32_of(node.property("cpus").unwrap()),
                 gic_version: node.property("gic-version").map(u32_of),
@@ -282,7 +294,12 @@ mod tests {
                     .unwrap_or_default(),
                 passthrough_spis: node
                     .property("passthrough-spis")
-                    .map(|p| p.value.chunks_exact(4).map(|c| u32::from_be_bytes(c.try_into().unwrap())).collect())
+                    .map(|p| {
+                        p.value
+                            .chunks_exact(4)
+                            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             });
         }

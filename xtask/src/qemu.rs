@@ -345,14 +345,20 @@ pub fn run_with_input(
     }
     let bytes = std::mem::take(&mut *transcript.lock().unwrap_or_else(|e| e.into_inner()));
     let console = String::from_utf8_lossy(&bytes).into_owned();
-    Ok(Outcome { ending: boot_failure_status(ending, &console), console, elapsed })
+    Ok(Outcome {
+        ending: boot_failure_status(ending, &console),
+        console,
+        elapsed,
+    })
 }
 
 /// Veil's status 2 ("Veil failed") for a run whose boot failed before Veil could learn that it
 /// may exit through semihosting (it read no DTB yet): the machine then powered off with the
 /// board's own method, which QEMU reports as success.
 pub fn boot_failure_status(ending: Ending, console: &str) -> Ending {
-    let failed_early = console.lines().any(|line| line.starts_with("veil: cannot boot:"));
+    let failed_early = console
+        .lines()
+        .any(|line| line.starts_with("veil: cannot boot:"));
     match ending {
         Ending::Exited(0) if failed_early => Ending::Exited(2),
         other => other,
@@ -473,9 +479,18 @@ mod boot_failure_tests {
     #[test]
     fn an_early_boot_failure_is_not_success() {
         let console = "\nveil: cannot boot: bad DTB at 0x8200000: corrupt\n";
-        assert_eq!(boot_failure_status(Ending::Exited(0), console), Ending::Exited(2));
-        assert_eq!(boot_failure_status(Ending::Exited(0), "tiny: all checks passed\n"), Ending::Exited(0));
-        assert_eq!(boot_failure_status(Ending::Exited(1), console), Ending::Exited(1));
+        assert_eq!(
+            boot_failure_status(Ending::Exited(0), console),
+            Ending::Exited(2)
+        );
+        assert_eq!(
+            boot_failure_status(Ending::Exited(0), "tiny: all checks passed\n"),
+            Ending::Exited(0)
+        );
+        assert_eq!(
+            boot_failure_status(Ending::Exited(1), console),
+            Ending::Exited(1)
+        );
     }
 }
 

@@ -226,7 +226,11 @@ impl Scenario {
         }
         // "linux": Debian's arm64 kernel and the busybox initramfs, fetched and cached by
         // `cargo xtask linux` (target/linux/).
-        let linux = if self.guest == "linux" { Some(crate::linux::prepare(ws)?) } else { None };
+        let linux = if self.guest == "linux" {
+            Some(crate::linux::prepare(ws)?)
+        } else {
+            None
+        };
         let guest = match self.guest.as_str() {
             "linux" => Guest::File(linux.as_ref().expect("prepared above").image.clone()),
             name => Guest::bundled(name).unwrap_or_else(|| Guest::File(ws.root.join(name))),
@@ -437,7 +441,10 @@ mod tests {
             guest: "memio".into(),
             ..scenarios[0].clone()
         };
-        assert_eq!(memio.launch(&ws, Profile::Debug).unwrap().guest, Guest::Memio);
+        assert_eq!(
+            memio.launch(&ws, Profile::Debug).unwrap().guest,
+            Guest::Memio
+        );
         let missing = Scenario {
             guest: "guests/Image".into(),
             ..scenarios[0].clone()

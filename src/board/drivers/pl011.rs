@@ -73,7 +73,9 @@ impl Pl011 {
     pub fn enable_tx(&self) {
         let cr = self.regs().CR.extract();
         if !cr.is_set(CR::UARTEN) || !cr.is_set(CR::TXE) {
-            self.regs().CR.write(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
+            self.regs()
+                .CR
+                .write(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
         }
     }
 
@@ -97,7 +99,11 @@ impl Pl011 {
 
     /// A received byte, if one is waiting.
     pub fn read_byte(&self) -> Option<u8> {
-        if self.regs().FR.is_set(FR::RXFE) { None } else { Some(self.regs().DR.get() as u8) }
+        if self.regs().FR.is_set(FR::RXFE) {
+            None
+        } else {
+            Some(self.regs().DR.get() as u8)
+        }
     }
 
     /// Clears every pending interrupt condition (ICR).

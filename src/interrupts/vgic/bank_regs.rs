@@ -56,12 +56,16 @@ const ARRAYS: [(u64, u64, Field); 10] = [
 
 /// The array at `offset` and the INTID its byte at `offset` starts with.
 pub fn decode(offset: u64) -> Option<(Field, u32)> {
-    ARRAYS.iter().find(|(base, len, _)| offset >= *base && offset - base < *len).map(
-        |&(base, _, field)| {
+    ARRAYS
+        .iter()
+        .find(|(base, len, _)| offset >= *base && offset - base < *len)
+        .map(|&(base, _, field)| {
             // At most 0x400 * 8 / 1: no overflow.
-            (field, ((offset - base) * 8 / u64::from(field.bits())) as u32)
-        },
-    )
+            (
+                field,
+                ((offset - base) * 8 / u64::from(field.bits())) as u32,
+            )
+        })
 }
 
 /// Who accesses the array and whose banked SGIs/PPIs it shows.
@@ -80,7 +84,9 @@ impl State {
     pub fn read_field(&self, field: Field, acc: Access, first: u32, count: u32) -> u64 {
         let bits = field.bits();
         (0..count).fold(0u64, |value, i| {
-            let v = first.checked_add(i).map_or(0, |intid| self.read_one(field, acc, intid));
+            let v = first
+                .checked_add(i)
+                .map_or(0, |intid| self.read_one(field, acc, intid));
             value | u64::from(v) << (i * bits)
         })
     }
@@ -90,14 +96,18 @@ impl State {
         let bits = field.bits();
         let mask = (1u64 << bits) - 1;
         for i in 0..count {
-            let Some(intid) = first.checked_add(i) else { return };
+            let Some(intid) = first.checked_add(i) else {
+                return;
+            };
             let v = ((value >> (i * bits)) & mask) as u32;
             self.write_one(field, acc, intid, v);
         }
     }
 
     fn read_one(&self, field: Field, acc: Access, intid: u32) -> u32 {
-        let Some(irq) = self.irq(acc.bank, intid) else { return 0 };
+        let Some(irq) = self.irq(acc.bank, intid) else {
+            return 0;
+        };
         match field {
             Field::Group => u32::from(irq.group1),
             Field::SetEnable | Field::ClearEnable => u32::from(irq.enabled),
@@ -124,8 +134,10 @@ impl State {
     fn write_one(&mut self, field: Field, acc: Access, intid: u32, v: u32) {
         let set = v & 1 != 0;
         // Write-1 registers: a zero bit changes nothing and needs no kick.
-        let is_w1 =
-            !matches!(field, Field::Group | Field::Priority | Field::Targets | Field::Config);
+        let is_w1 = !matches!(
+            field,
+            Field::Group | Field::Priority | Field::Targets | Field::Config
+        );
         if is_w1 && !set {
             return;
         }

@@ -66,10 +66,12 @@ pub const IIDR: u32 = 0x0000_043b;
 
 /// Identification registers in the order they sit from PIDR4 on: QEMU's values, which are a
 /// GIC-400's (GICv2) and a GIC-500's (GICv3). PIDR2.ArchRev (bits 7:4) is what Linux checks.
-pub const V2_ID_REGS: [u8; 12] =
-    [0x04, 0x00, 0x00, 0x00, 0x90, 0xb4, 0x2b, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
-pub const V3_ID_REGS: [u8; 12] =
-    [0x44, 0x00, 0x00, 0x00, 0x92, 0xb4, 0x3b, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
+pub const V2_ID_REGS: [u8; 12] = [
+    0x04, 0x00, 0x00, 0x00, 0x90, 0xb4, 0x2b, 0x00, 0x0d, 0xf0, 0x05, 0xb1,
+];
+pub const V3_ID_REGS: [u8; 12] = [
+    0x44, 0x00, 0x00, 0x00, 0x92, 0xb4, 0x3b, 0x00, 0x0d, 0xf0, 0x05, 0xb1,
+];
 
 /// `Ok` if `size` is one of `widths` and `offset` is aligned to it.
 pub fn check_width(offset: u64, size: u8, widths: &[u8]) -> Result<(), MmioError> {
@@ -82,7 +84,10 @@ pub fn check_width(offset: u64, size: u8, widths: &[u8]) -> Result<(), MmioError
 
 /// The identification register at `offset` (a 32-bit access into the 12-word block at `base`).
 pub fn id_reg(table: &[u8; 12], base: u64, offset: u64) -> u64 {
-    offset.checked_sub(base).and_then(|o| table.get((o / 4) as usize)).map_or(0, |&b| u64::from(b))
+    offset
+        .checked_sub(base)
+        .and_then(|o| table.get((o / 4) as usize))
+        .map_or(0, |&b| u64::from(b))
 }
 
 /// A distributor register.
@@ -185,7 +190,10 @@ impl State {
         }
         let r = Reg::decode(self.cfg.model, offset);
         check_width(offset, size, r.widths())?;
-        let acc = Access { accessor: vcpu, bank: vcpu };
+        let acc = Access {
+            accessor: vcpu,
+            bank: vcpu,
+        };
         Ok(match r {
             Reg::Ctlr => u64::from(self.gicd_ctlr()),
             Reg::Typer => u64::from(self.gicd_typer()),
@@ -193,14 +201,19 @@ impl State {
             Reg::Array(Field::Targets, _) if self.cfg.model == GicModel::V3 => 0,
             Reg::Array(f, first) => {
                 let count = u32::from(size) * 8 / f.bits();
-                if self.gicd_owns(first) { self.read_field(f, acc, first, count) } else { 0 }
+                if self.gicd_owns(first) {
+                    self.read_field(f, acc, first, count)
+                } else {
+                    0
+                }
             }
             Reg::Sgir => 0,
             Reg::SgiPend { first_sgi, .. } if self.cfg.model == GicModel::V2 => {
                 // One byte per SGI, one bit per sender; both registers read the same state.
                 (0..u32::from(size)).fold(0, |v, i| {
-                    let sources =
-                        self.irq(vcpu, first_sgi + i).map_or(0, |irq| irq.observed_sgi_sources());
+                    let sources = self
+                        .irq(vcpu, first_sgi + i)
+                        .map_or(0, |irq| irq.observed_sgi_sources());
                     v | u64::from(sources) << (8 * i)
                 })
             }
@@ -211,7 +224,11 @@ impl State {
                 } else {
                     0
                 };
-                if size == 8 { route } else { (route >> ((offset & 4) * 8)) & 0xffff_ffff }
+                if size == 8 {
+                    route
+                } else {
+                    (route >> ((offset & 4) * 8)) & 0xffff_ffff
+                }
             }
             Reg::Id => match self.cfg.model {
                 GicModel::V2 => id_reg(&V2_ID_REGS, reg::V2_ID, offset),
@@ -235,7 +252,10 @@ impl State {
         }
         let r = Reg::decode(self.cfg.model, offset);
         check_width(offset, size, r.widths())?;
-        let acc = Access { accessor: vcpu, bank: vcpu };
+        let acc = Access {
+            accessor: vcpu,
+            bank: vcpu,
+        };
         match r {
             Reg::Ctlr => {
                 let v = value as u32;
@@ -338,10 +358,12 @@ impl<C: CurrentVcpu> MmioDevice for VirtualGicd<C> {
     }
 
     fn read(&self, offset: u64, size: u8) -> Result<u64, MmioError> {
-        self.vgic.gicd_read(self.current.current_vcpu(), offset, size)
+        self.vgic
+            .gicd_read(self.current.current_vcpu(), offset, size)
     }
 
     fn write(&self, offset: u64, size: u8, value: u64) -> Result<(), MmioError> {
-        self.vgic.gicd_write(self.current.current_vcpu(), offset, size, value)
+        self.vgic
+            .gicd_write(self.current.current_vcpu(), offset, size, value)
     }
 }

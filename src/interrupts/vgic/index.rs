@@ -56,11 +56,21 @@ impl IrqIndex {
         let mut index = IrqIndex::new(state.cfg.nr_vcpus, state.cfg.nr_spis);
         for (vcpu, cpu) in state.cpus.iter().enumerate() {
             for (intid, irq) in (0..).zip(&cpu.private) {
-                index.set(vcpu, intid, irq.ready(state.group_enabled(irq)), irq.idle_active());
+                index.set(
+                    vcpu,
+                    intid,
+                    irq.ready(state.group_enabled(irq)),
+                    irq.idle_active(),
+                );
             }
         }
         for (intid, irq) in (PRIVATE_COUNT..).zip(&state.spis) {
-            index.set(0, intid, irq.ready(state.group_enabled(irq)), irq.idle_active());
+            index.set(
+                0,
+                intid,
+                irq.ready(state.group_enabled(irq)),
+                irq.idle_active(),
+            );
             index.set_route(intid, state.routed(0, intid, irq));
         }
         index
@@ -70,9 +80,10 @@ impl IrqIndex {
     pub fn set(&mut self, bank: usize, intid: u32, ready: bool, active: bool) {
         if intid < PRIVATE_COUNT {
             let bit = 1u32 << intid;
-            if let (Some(r), Some(a)) =
-                (self.private_ready.get_mut(bank), self.private_active.get_mut(bank))
-            {
+            if let (Some(r), Some(a)) = (
+                self.private_ready.get_mut(bank),
+                self.private_active.get_mut(bank),
+            ) {
                 assign(r, bit, ready);
                 assign(a, bit, active);
             }
@@ -99,7 +110,9 @@ impl IrqIndex {
     /// Calls `f` with each INTID ready for `vcpu`, in increasing order.
     #[inline]
     pub fn for_each_ready(&self, vcpu: usize, mut f: impl FnMut(u32)) {
-        let Some(&private) = self.private_ready.get(vcpu) else { return };
+        let Some(&private) = self.private_ready.get(vcpu) else {
+            return;
+        };
         for_each_bit(u64::from(private), 0, &mut f);
         let routed = &self.spi_routed[vcpu * self.words..(vcpu + 1) * self.words];
         for (w, (ready, routed)) in self.spi_ready.iter().zip(routed).enumerate() {
@@ -109,7 +122,9 @@ impl IrqIndex {
 
     /// Whether some interrupt is ready for `vcpu`.
     pub fn any_ready(&self, vcpu: usize) -> bool {
-        let Some(&private) = self.private_ready.get(vcpu) else { return false };
+        let Some(&private) = self.private_ready.get(vcpu) else {
+            return false;
+        };
         let routed = &self.spi_routed[vcpu * self.words..(vcpu + 1) * self.words];
         private != 0 || self.spi_ready.iter().zip(routed).any(|(r, t)| r & t != 0)
     }
@@ -118,7 +133,9 @@ impl IrqIndex {
     /// whichever vCPU: the caller checks the owner), in increasing order.
     #[inline]
     pub fn for_each_active(&self, vcpu: usize, mut f: impl FnMut(u32)) {
-        let Some(&private) = self.private_active.get(vcpu) else { return };
+        let Some(&private) = self.private_active.get(vcpu) else {
+            return;
+        };
         for_each_bit(u64::from(private), 0, &mut f);
         for (w, &active) in self.spi_active.iter().enumerate() {
             for_each_bit(active, PRIVATE_COUNT + w as u32 * WORD_BITS, &mut f);
@@ -170,7 +187,8 @@ impl State {
         let route = (irq.targets, irq.route);
         let result = change(irq);
         let group_enabled = if irq.group1 { groups.1 } else { groups.0 };
-        self.index.set(bank, intid, irq.ready(group_enabled), irq.idle_active());
+        self.index
+            .set(bank, intid, irq.ready(group_enabled), irq.idle_active());
         if route != (irq.targets, irq.route) {
             self.reroute(intid);
         }
@@ -196,6 +214,10 @@ impl State {
     /// Host tests: the index is what a full scan computes.
     #[cfg(test)]
     pub fn check_invariants(&self) {
-        assert_eq!(self.index, IrqIndex::scan(self), "the delivery index went stale");
+        assert_eq!(
+            self.index,
+            IrqIndex::scan(self),
+            "the delivery index went stale"
+        );
     }
 }

@@ -77,7 +77,8 @@ impl State {
     /// pending until the guest acknowledges it (or clears it with ICPENDR).
     pub fn raise_edge(&mut self, intid: u32, vcpu: usize) -> Result<VcpuSet, InjectError> {
         let bank = self.injection_bank(intid, vcpu)?;
-        self.update(bank, intid, |irq| irq.latch = true).ok_or(InjectError::NoSuchIntid)?;
+        self.update(bank, intid, |irq| irq.latch = true)
+            .ok_or(InjectError::NoSuchIntid)?;
         Ok(self.kick_for(bank, intid))
     }
 
@@ -96,7 +97,8 @@ impl State {
             Some(_) => return Err(InjectError::BadPhysicalIntid),
             None => None,
         };
-        self.update(bank, intid, |irq| irq.hw = hw).ok_or(InjectError::NoSuchIntid)?;
+        self.update(bank, intid, |irq| irq.hw = hw)
+            .ok_or(InjectError::NoSuchIntid)?;
         Ok(())
     }
 }

@@ -124,7 +124,9 @@ impl Irq {
 
     /// Active as a guest reading ISACTIVER sees it.
     pub fn observed_active(&self) -> bool {
-        self.lr.and_then(|l| l.active_override).unwrap_or(self.active)
+        self.lr
+            .and_then(|l| l.active_override)
+            .unwrap_or(self.active)
     }
 
     /// GICv2 SGI pending source bits as SPENDSGIR shows them.
@@ -177,12 +179,16 @@ pub struct State {
 
 impl State {
     pub fn new(cfg: VgicConfig) -> Self {
-        let private: Vec<Irq> = (0..PRIVATE_COUNT).map(|i| Irq::reset(i, cfg.model)).collect();
+        let private: Vec<Irq> = (0..PRIVATE_COUNT)
+            .map(|i| Irq::reset(i, cfg.model))
+            .collect();
         let mut state = State {
             cfg,
             grp0_enabled: false,
             grp1_enabled: false,
-            spis: (0..cfg.nr_spis).map(|_| Irq::reset(PRIVATE_COUNT, cfg.model)).collect(),
+            spis: (0..cfg.nr_spis)
+                .map(|_| Irq::reset(PRIVATE_COUNT, cfg.model))
+                .collect(),
             cpus: (0..cfg.nr_vcpus)
                 .map(|_| CpuState {
                     private: private.clone(),
@@ -220,7 +226,11 @@ impl State {
 
     /// The distributor forwards this interrupt's group (GICD_CTLR.EnableGrp0/1).
     pub fn group_enabled(&self, irq: &Irq) -> bool {
-        if irq.group1 { self.grp1_enabled } else { self.grp0_enabled }
+        if irq.group1 {
+            self.grp1_enabled
+        } else {
+            self.grp0_enabled
+        }
     }
 
     /// The vCPUs interrupt `intid` (of bank `bank`) may be delivered to.
@@ -232,9 +242,9 @@ impl State {
         match self.cfg.model {
             // A uniprocessor GICv2 has no target registers: everything goes to CPU 0.
             GicModel::V2 if self.cfg.nr_vcpus == 1 => VcpuSet::single(0),
-            GicModel::V2 => {
-                (0..8).filter(|cpu| irq.targets & (1 << cpu) != 0 && all.contains(*cpu)).collect()
-            }
+            GicModel::V2 => (0..8)
+                .filter(|cpu| irq.targets & (1 << cpu) != 0 && all.contains(*cpu))
+                .collect(),
             // IRM = 1: any vCPU; every one counts as participating (GICR_WAKER is not
             // consulted, as KVM does not).
             GicModel::V3 if irq.route & IROUTER_IRM != 0 => all,
@@ -266,7 +276,9 @@ impl State {
     /// The vCPUs that should look at their list registers again after `intid` changed: the
     /// one holding it, or else those it could now be delivered to.
     pub fn kick_for(&self, bank: usize, intid: u32) -> VcpuSet {
-        let Some(irq) = self.irq(bank, intid) else { return VcpuSet::empty() };
+        let Some(irq) = self.irq(bank, intid) else {
+            return VcpuSet::empty();
+        };
         if let Some(l) = irq.lr {
             return VcpuSet::single(usize::from(l.vcpu));
         }
@@ -274,7 +286,9 @@ impl State {
             return VcpuSet::empty();
         }
         if irq.active {
-            return self.active_owner(bank, intid, irq).map_or(VcpuSet::empty(), VcpuSet::single);
+            return self
+                .active_owner(bank, intid, irq)
+                .map_or(VcpuSet::empty(), VcpuSet::single);
         }
         self.routed(bank, intid, irq)
     }
@@ -306,7 +320,10 @@ mod tests {
         let ppi = s.irq(0, 27).unwrap();
         assert!(!ppi.enabled && !ppi.edge);
         assert!(s.irq(0, 95).is_some() && s.irq(0, 96).is_none());
-        assert!(s.irq(2, 0).is_none(), "no bank for a vCPU that does not exist");
+        assert!(
+            s.irq(2, 0).is_none(),
+            "no bank for a vCPU that does not exist"
+        );
         let s = state(GicModel::V3, 1);
         assert!(s.irq(0, 40).unwrap().group1);
         assert!(s.cpus[0].processor_sleep);
@@ -314,29 +331,46 @@ mod tests {
 
     #[test]
     fn pending_sources() {
-        let mut irq = Irq { line: true, ..Irq::default() };
+        let mut irq = Irq {
+            line: true,
+            ..Irq::default()
+        };
         assert!(irq.pending(), "level: line high");
         irq.edge = true;
         assert!(!irq.pending(), "edge ignores the level");
         irq.latch = true;
         assert!(irq.pending());
         irq.latch = false;
-        irq.lr = Some(Loaded { pending: true, ..Loaded::default() });
+        irq.lr = Some(Loaded {
+            pending: true,
+            ..Loaded::default()
+        });
         assert!(!irq.pending() && irq.observed_pending());
-        irq.lr = Some(Loaded { pending: true, cancel_pending: true, ..Loaded::default() });
+        irq.lr = Some(Loaded {
+            pending: true,
+            cancel_pending: true,
+            ..Loaded::default()
+        });
         assert!(!irq.observed_pending());
     }
 
     #[test]
     fn routing() {
         let mut s = state(GicModel::V2, 3);
-        let mut irq = Irq { targets: 0b1010_0110, ..Irq::default() };
+        let mut irq = Irq {
+            targets: 0b1010_0110,
+            ..Irq::default()
+        };
         assert_eq!(
             s.routed(0, 40, &irq),
             [1, 2].into_iter().collect(),
             "CPUs 5 and 7 do not exist"
         );
-        assert_eq!(s.routed(2, 20, &irq), VcpuSet::single(2), "PPIs go to their bank");
+        assert_eq!(
+            s.routed(2, 20, &irq),
+            VcpuSet::single(2),
+            "PPIs go to their bank"
+        );
         s = state(GicModel::V3, 3);
         irq.route = 2;
         assert_eq!(s.routed(0, 40, &irq), VcpuSet::single(2));

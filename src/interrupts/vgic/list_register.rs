@@ -179,7 +179,11 @@ impl ListRegister {
             priority: (((raw >> PRIORITY_SHIFT) & PRIORITY_MASK) << 3) as u8,
             group1: raw & GRP1 != 0,
             hw: hw.then_some((raw >> PHYSICAL_ID_SHIFT) & PHYSICAL_ID_MASK),
-            source: if hw { 0 } else { ((raw >> CPUID_SHIFT) & CPUID_MASK) as u8 },
+            source: if hw {
+                0
+            } else {
+                ((raw >> CPUID_SHIFT) & CPUID_MASK) as u8
+            },
             eoi_maintenance: !hw && raw & EOI != 0,
         }
     }
@@ -224,8 +228,12 @@ impl ListRegister {
 mod tests {
     use super::*;
 
-    const STATES: [LrState; 4] =
-        [LrState::Invalid, LrState::Pending, LrState::Active, LrState::PendingActive];
+    const STATES: [LrState; 4] = [
+        LrState::Invalid,
+        LrState::Pending,
+        LrState::Active,
+        LrState::PendingActive,
+    ];
 
     #[test]
     fn v2_field_positions() {
@@ -238,9 +246,20 @@ mod tests {
             source: 7,
             eoi_maintenance: true,
         };
-        assert_eq!(lr.encode_v2(), 0x3ff | 7 << 10 | 1 << 19 | 0x1f << 23 | 3 << 28 | 1 << 30);
-        let hw = ListRegister { hw: Some(0x3ff), source: 0, eoi_maintenance: false, ..lr };
-        assert_eq!(hw.encode_v2(), 0x3ff | 0x3ff << 10 | 0x1f << 23 | 3 << 28 | 1 << 30 | 1 << 31);
+        assert_eq!(
+            lr.encode_v2(),
+            0x3ff | 7 << 10 | 1 << 19 | 0x1f << 23 | 3 << 28 | 1 << 30
+        );
+        let hw = ListRegister {
+            hw: Some(0x3ff),
+            source: 0,
+            eoi_maintenance: false,
+            ..lr
+        };
+        assert_eq!(
+            hw.encode_v2(),
+            0x3ff | 0x3ff << 10 | 0x1f << 23 | 3 << 28 | 1 << 30 | 1 << 31
+        );
         // A pending SGI 1 from CPU 2 at priority 0xa0, group 0.
         let sgi = ListRegister {
             vintid: 1,
@@ -283,8 +302,12 @@ mod tests {
 
     #[test]
     fn v2_drops_what_it_cannot_hold() {
-        let lr =
-            ListRegister { vintid: 0x400 | 5, priority: 0xff, source: 9, ..ListRegister::INVALID };
+        let lr = ListRegister {
+            vintid: 0x400 | 5,
+            priority: 0xff,
+            source: 9,
+            ..ListRegister::INVALID
+        };
         let back = ListRegister::decode_v2(lr.encode_v2());
         assert_eq!((back.vintid, back.priority, back.source), (5, 0xf8, 1));
         // HW = 1 reuses the CPUID/EOI bits for the physical INTID.
@@ -304,9 +327,20 @@ mod tests {
             source: 0,
             eoi_maintenance: false,
         };
-        assert_eq!(lr.encode_v3(), 27 | 27 << 32 | 0xa0 << 48 | 1 << 60 | 1 << 61 | 1 << 62);
-        let lvl = ListRegister { hw: None, eoi_maintenance: true, state: LrState::Active, ..lr };
-        assert_eq!(lvl.encode_v3(), 27 | 1 << 41 | 0xa0 << 48 | 1 << 60 | 2 << 62);
+        assert_eq!(
+            lr.encode_v3(),
+            27 | 27 << 32 | 0xa0 << 48 | 1 << 60 | 1 << 61 | 1 << 62
+        );
+        let lvl = ListRegister {
+            hw: None,
+            eoi_maintenance: true,
+            state: LrState::Active,
+            ..lr
+        };
+        assert_eq!(
+            lvl.encode_v3(),
+            27 | 1 << 41 | 0xa0 << 48 | 1 << 60 | 2 << 62
+        );
         assert_eq!(ListRegister::INVALID.encode_v3(), 0);
     }
 
@@ -315,9 +349,12 @@ mod tests {
         for state in STATES {
             for vintid in [0, 15, 16, 31, 32, 1019, 8191, u32::MAX] {
                 for priority in [0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff] {
-                    for (hw, eoi) in
-                        [(None, false), (None, true), (Some(16), false), (Some(0x1fff), false)]
-                    {
+                    for (hw, eoi) in [
+                        (None, false),
+                        (None, true),
+                        (Some(16), false),
+                        (Some(0x1fff), false),
+                    ] {
                         for group1 in [false, true] {
                             let lr = ListRegister {
                                 vintid,
@@ -340,8 +377,17 @@ mod tests {
     fn v3_ignores_res0_and_drops_wide_pintid() {
         // NMI (bit 59) and RES0 bits do not leak into the decoded value.
         let d = ListRegister::decode_v3(1 << 59 | 1 << 47 | 1 << 56 | 42);
-        assert_eq!(d, ListRegister { vintid: 42, ..ListRegister::INVALID });
-        let lr = ListRegister { hw: Some(0x2000 | 33), ..ListRegister::INVALID };
+        assert_eq!(
+            d,
+            ListRegister {
+                vintid: 42,
+                ..ListRegister::INVALID
+            }
+        );
+        let lr = ListRegister {
+            hw: Some(0x2000 | 33),
+            ..ListRegister::INVALID
+        };
         assert_eq!(ListRegister::decode_v3(lr.encode_v3()).hw, Some(33));
         // With HW = 1, bit 41 is part of the pINTID, not EOI.
         let d = ListRegister::decode_v3(1 << 61 | 1 << 41);

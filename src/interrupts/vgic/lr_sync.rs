@@ -116,7 +116,11 @@ impl State {
             return out;
         }
         let private = (0..PRIVATE_COUNT).filter_map(|intid| Some((intid, self.irq(vcpu, intid)?)));
-        let shared = self.spis.iter().enumerate().map(|(i, irq)| (PRIVATE_COUNT + i as u32, irq));
+        let shared = self
+            .spis
+            .iter()
+            .enumerate()
+            .map(|(i, irq)| (PRIVATE_COUNT + i as u32, irq));
         for (intid, irq) in private.chain(shared) {
             if self.deliverable(vcpu, vcpu, intid, irq) {
                 out.push(self.pending_irq(intid, irq));
@@ -131,7 +135,9 @@ impl State {
             intid,
             priority: irq.priority,
             group1: irq.group1,
-            source: self.is_v2_sgi(intid).then(|| irq.sgi_sources.trailing_zeros() as u8),
+            source: self
+                .is_v2_sgi(intid)
+                .then(|| irq.sgi_sources.trailing_zeros() as u8),
             hw: irq.hw.map(u32::from),
         }
     }
@@ -142,7 +148,9 @@ impl State {
     pub fn has_deliverable(&self, vcpu: usize) -> bool {
         let loaded_pending = self.cpus.get(vcpu).is_some_and(|cpu| {
             cpu.slots[..cpu.loaded].iter().any(|&key| {
-                self.irq(vcpu, slot_intid(key)).and_then(|i| i.lr).is_some_and(|l| l.pending)
+                self.irq(vcpu, slot_intid(key))
+                    .and_then(|i| i.lr)
+                    .is_some_and(|l| l.pending)
             })
         });
         loaded_pending || self.index.any_ready(vcpu)
@@ -153,11 +161,16 @@ impl State {
     /// register, or one holding another INTID than was loaded, is taken as unchanged.
     #[inline(always)]
     pub fn fold_lrs(&mut self, vcpu: usize, lrs: &(impl ListRegisters + ?Sized)) {
-        let Some(cpu) = self.cpus.get_mut(vcpu) else { return };
+        let Some(cpu) = self.cpus.get_mut(vcpu) else {
+            return;
+        };
         let loaded = core::mem::take(&mut cpu.loaded);
         for i in 0..loaded {
             let intid = slot_intid(self.cpus[vcpu].slots[i]);
-            let seen = lrs.read(i).filter(|lr| lr.vintid == intid).map(|lr| lr.state);
+            let seen = lrs
+                .read(i)
+                .filter(|lr| lr.vintid == intid)
+                .map(|lr| lr.state);
             self.unload(vcpu, intid, seen);
         }
     }
@@ -167,7 +180,9 @@ impl State {
     fn unload(&mut self, vcpu: usize, intid: u32, seen: Option<LrState>) {
         let v2_sgi = self.is_v2_sgi(intid);
         self.update(vcpu, intid, |irq| {
-            let Some(ld) = irq.lr.filter(|l| usize::from(l.vcpu) == vcpu) else { return };
+            let Some(ld) = irq.lr.filter(|l| usize::from(l.vcpu) == vcpu) else {
+                return;
+            };
             irq.lr = None;
             let state = seen.unwrap_or(LrState::from_parts(ld.pending, ld.active));
             if state.is_pending() {
@@ -219,7 +234,9 @@ impl State {
     /// this fill leaves empty are written only if the last fill used them: every other one is
     /// taken to be invalid already (as the integrator leaves them when a vCPU is loaded).
     pub fn sync_lrs(&mut self, vcpu: usize, lrs: &mut (impl ListRegisters + ?Sized)) -> LrFill {
-        let Some(cpu) = self.cpus.get(vcpu) else { return LrFill::default() };
+        let Some(cpu) = self.cpus.get(vcpu) else {
+            return LrFill::default();
+        };
         let before = cpu.loaded;
         self.fold_lrs(vcpu, lrs);
         let fill = self.load_lrs(vcpu, lrs);
@@ -236,7 +253,9 @@ impl State {
 
         // The choice is made in the vCPU's slots, sorted: first every interrupt active on it,
         // most urgent first, then the most urgent pending ones that fit.
-        let State { index, cpus, spis, .. } = self;
+        let State {
+            index, cpus, spis, ..
+        } = self;
         let CpuState { private, slots, .. } = &mut cpus[vcpu];
         let (mut actives, mut offered) = (0, 0);
         index.for_each_active(vcpu, |intid| {
@@ -252,7 +271,11 @@ impl State {
         index.for_each_ready(vcpu, |intid| {
             if let Some(irq) = irq_in(private, spis, intid) {
                 offered += 1;
-                keep_best(&mut slots[actives..n], &mut pendings, slot_key(irq.priority, intid));
+                keep_best(
+                    &mut slots[actives..n],
+                    &mut pendings,
+                    slot_key(irq.priority, intid),
+                );
             }
         });
         let more_pending = offered > n - actives;
@@ -267,7 +290,11 @@ impl State {
             }
         }
         self.cpus[vcpu].loaded = used;
-        LrFill { used, more_pending, active_overflow }
+        LrFill {
+            used,
+            more_pending,
+            active_overflow,
+        }
     }
 
     /// Puts `intid` into a register of `vcpu`: as active (adding its pending state when the
@@ -286,10 +313,18 @@ impl State {
             let pend = irq.hw.is_none()
                 && irq.enabled
                 && self.group_enabled(irq)
-                && if v2_sgi { irq.sgi_sources & src_bit != 0 } else { irq.latch };
+                && if v2_sgi {
+                    irq.sgi_sources & src_bit != 0
+                } else {
+                    irq.latch
+                };
             (pend, src)
         } else {
-            let lowest_sender = if v2_sgi { irq.sgi_sources.trailing_zeros() as u8 } else { 0 };
+            let lowest_sender = if v2_sgi {
+                irq.sgi_sources.trailing_zeros() as u8
+            } else {
+                0
+            };
             (true, lowest_sender)
         };
         self.update(vcpu, intid, |irq| {
@@ -336,12 +371,23 @@ mod tests {
     fn keep_best_keeps_the_smallest_in_order() {
         let mut keys = [0; 3];
         let mut len = 0;
-        for (prio, intid) in
-            [(0x80, 40), (0x40, 41), (0x80, 33), (0xf8, 50), (0x00, 60), (0x40, 27)]
-        {
+        for (prio, intid) in [
+            (0x80, 40),
+            (0x40, 41),
+            (0x80, 33),
+            (0xf8, 50),
+            (0x00, 60),
+            (0x40, 27),
+        ] {
             keep_best(&mut keys, &mut len, slot_key(prio, intid));
         }
-        assert_eq!(keys[..len].iter().map(|&k| slot_intid(k)).collect::<Vec<_>>(), [60, 27, 41]);
+        assert_eq!(
+            keys[..len]
+                .iter()
+                .map(|&k| slot_intid(k))
+                .collect::<Vec<_>>(),
+            [60, 27, 41]
+        );
         let mut len = 0;
         keep_best(&mut [], &mut len, 1);
         assert_eq!(len, 0);
@@ -349,6 +395,9 @@ mod tests {
         for intid in (32..64).rev() {
             keep_best(&mut keys, &mut len, slot_key(0x10, intid));
         }
-        assert_eq!(keys.map(slot_intid), core::array::from_fn(|i| 32 + i as u32));
+        assert_eq!(
+            keys.map(slot_intid),
+            core::array::from_fn(|i| 32 + i as u32)
+        );
     }
 }

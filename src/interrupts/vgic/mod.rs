@@ -107,7 +107,11 @@ impl VgicConfig {
         if !nr_spis.is_multiple_of(32) || nr_spis > MAX_SPIS {
             return Err(ConfigError::SpiCount);
         }
-        Ok(VgicConfig { model, nr_vcpus, nr_spis })
+        Ok(VgicConfig {
+            model,
+            nr_vcpus,
+            nr_spis,
+        })
     }
 
     /// The affinity fields of vCPU `vcpu`'s MPIDR_EL1 (Aff3 at 39:32, Aff2..Aff0 at 23:0):
@@ -134,7 +138,10 @@ pub struct Vgic {
 impl Vgic {
     /// A vGIC in its reset state: everything disabled and inactive, SGIs enabled.
     pub fn new(cfg: VgicConfig) -> Self {
-        Vgic { cfg, state: Mutex::new(State::new(cfg)) }
+        Vgic {
+            cfg,
+            state: Mutex::new(State::new(cfg)),
+        }
     }
 
     pub fn config(&self) -> VgicConfig {
@@ -215,7 +222,11 @@ impl Vgic {
         let state = self.state.lock();
         let pending = state.pending_for(vcpu);
         #[cfg(test)]
-        assert_eq!(pending, state.pending_by_scan(vcpu), "the index disagrees with a scan");
+        assert_eq!(
+            pending,
+            state.pending_by_scan(vcpu),
+            "the index disagrees with a scan"
+        );
         pending.into_iter()
     }
 

@@ -115,7 +115,11 @@ impl State {
         // GICR_TYPER.Affinity_Value is Aff3.Aff2.Aff1.Aff0, packed into 32 bits.
         let mpidr = self.cfg.vcpu_affinity(vcpu);
         let aff = (mpidr & 0xff_ffff) | ((mpidr >> 32) & 0xff) << 24;
-        let last = if vcpu + 1 == self.cfg.nr_vcpus { TYPER_LAST } else { 0 };
+        let last = if vcpu + 1 == self.cfg.nr_vcpus {
+            TYPER_LAST
+        } else {
+            0
+        };
         aff << TYPER_AFFINITY_SHIFT | (vcpu as u64) << TYPER_PROCESSOR_NUMBER_SHIFT | last
     }
 
@@ -136,15 +140,26 @@ impl State {
         if vcpu >= self.cfg.nr_vcpus {
             return Ok(0);
         }
-        let acc = Access { accessor: vcpu, bank: vcpu };
+        let acc = Access {
+            accessor: vcpu,
+            bank: vcpu,
+        };
         Ok(match r {
             Reg::Typer => {
                 let typer = self.gicr_typer(vcpu);
-                if size == 8 { typer } else { (typer >> ((off & 4) * 8)) & 0xffff_ffff }
+                if size == 8 {
+                    typer
+                } else {
+                    (typer >> ((off & 4) * 8)) & 0xffff_ffff
+                }
             }
             Reg::Waker => {
                 let asleep = self.cpus.get(vcpu).is_some_and(|c| c.processor_sleep);
-                u64::from(if asleep { WAKER_PROCESSOR_SLEEP | WAKER_CHILDREN_ASLEEP } else { 0 })
+                u64::from(if asleep {
+                    WAKER_PROCESSOR_SLEEP | WAKER_CHILDREN_ASLEEP
+                } else {
+                    0
+                })
             }
             Reg::Iidr => u64::from(IIDR),
             Reg::Id => id_reg(&V3_ID_REGS, rd::ID, off),
@@ -163,7 +178,10 @@ impl State {
             return Ok(());
         }
         // The frame's vCPU is both the bank and, for ISACTIVER, the owner of the active state.
-        let acc = Access { accessor: vcpu, bank: vcpu };
+        let acc = Access {
+            accessor: vcpu,
+            bank: vcpu,
+        };
         match r {
             Reg::Waker => {
                 if let Some(cpu) = self.cpus.get_mut(vcpu) {

@@ -91,13 +91,18 @@ pub enum SgiRegister {
 impl State {
     /// Marks SGI `intid` pending from `sender` on each target; returns the targets reached.
     pub fn send_v2_sgi(&mut self, sender: usize, intid: u32, targets: VcpuSet) -> VcpuSet {
-        let Some(bit) = 1u8.checked_shl(sender as u32) else { return VcpuSet::empty() };
+        let Some(bit) = 1u8.checked_shl(sender as u32) else {
+            return VcpuSet::empty();
+        };
         if intid >= SGI_COUNT {
             return VcpuSet::empty();
         }
         let mut reached = VcpuSet::empty();
         for t in targets.iter() {
-            if self.update(t, intid, |irq| irq.sgi_sources |= bit).is_some() {
+            if self
+                .update(t, intid, |irq| irq.sgi_sources |= bit)
+                .is_some()
+            {
                 reached.insert(t);
             }
         }
@@ -140,19 +145,28 @@ mod tests {
     fn gicd_sgir_filters() {
         // Target list 0b1010_0101 on a 4-CPU VM: CPUs 0 and 2 exist.
         assert_eq!(decode_gicd_sgir(0x00a5_0003, 1, 4), Some((3, set(&[0, 2]))));
-        assert_eq!(decode_gicd_sgir(0x0100_000f, 1, 4), Some((15, set(&[0, 2, 3]))));
+        assert_eq!(
+            decode_gicd_sgir(0x0100_000f, 1, 4),
+            Some((15, set(&[0, 2, 3])))
+        );
         assert_eq!(decode_gicd_sgir(0x02ff_0001, 2, 4), Some((1, set(&[2]))));
         assert_eq!(decode_gicd_sgir(0x03ff_0001, 2, 4), None);
         // Other filters ignore the target list; NSATT (bit 15) and RES0 bits are ignored.
         assert_eq!(decode_gicd_sgir(0xfdff_8007, 0, 2), Some((7, set(&[1]))));
-        assert_eq!(decode_gicd_sgir(0x0000_0000, 0, 8), Some((0, VcpuSet::empty())));
+        assert_eq!(
+            decode_gicd_sgir(0x0000_0000, 0, 8),
+            Some((0, VcpuSet::empty()))
+        );
     }
 
     #[test]
     fn icc_sgi1r_target_lists() {
         let cfg = VgicConfig::new(GicModel::V3, 20, 64).unwrap();
         // INTID 5 to Aff0 0 and 3.
-        assert_eq!(decode_icc_sgi1r(5 << 24 | 0b1001, 0, &cfg), (5, set(&[0, 3])));
+        assert_eq!(
+            decode_icc_sgi1r(5 << 24 | 0b1001, 0, &cfg),
+            (5, set(&[0, 3]))
+        );
         // RS = 1: bits name Aff0 16..31; only 16..19 exist.
         assert_eq!(
             decode_icc_sgi1r(1 << 44 | 2 << 24 | 0xffff, 0, &cfg),
@@ -169,7 +183,10 @@ mod tests {
         assert!(!t.contains(4));
         // Every bit set: still only real vCPUs.
         assert_eq!(
-            decode_icc_sgi1r(u64::MAX, 0, &cfg).1.iter().collect::<Vec<_>>(),
+            decode_icc_sgi1r(u64::MAX, 0, &cfg)
+                .1
+                .iter()
+                .collect::<Vec<_>>(),
             (1..20).collect::<Vec<_>>()
         );
     }
@@ -178,10 +195,19 @@ mod tests {
     fn v3_sgi_groups() {
         let mut s = State::new(VgicConfig::new(GicModel::V3, 2, 32).unwrap());
         s.update(1, 4, |irq| irq.group1 = false);
-        assert_eq!(s.send_v3_sgi(4, set(&[0, 1]), SgiRegister::Sgi0r), set(&[1]));
+        assert_eq!(
+            s.send_v3_sgi(4, set(&[0, 1]), SgiRegister::Sgi0r),
+            set(&[1])
+        );
         assert!(!s.cpus[0].private[4].latch && s.cpus[1].private[4].latch);
-        assert_eq!(s.send_v3_sgi(4, set(&[0, 1]), SgiRegister::Sgi1r), set(&[0, 1]));
-        assert_eq!(s.send_v3_sgi(16, set(&[0]), SgiRegister::Sgi1r), VcpuSet::empty());
+        assert_eq!(
+            s.send_v3_sgi(4, set(&[0, 1]), SgiRegister::Sgi1r),
+            set(&[0, 1])
+        );
+        assert_eq!(
+            s.send_v3_sgi(16, set(&[0]), SgiRegister::Sgi1r),
+            VcpuSet::empty()
+        );
     }
 
     #[test]
@@ -191,6 +217,10 @@ mod tests {
         assert_eq!(s.send_v2_sgi(1, 1, set(&[0])), set(&[0]));
         assert_eq!(s.cpus[0].private[1].sgi_sources, 0b0110);
         assert_eq!(s.cpus[3].private[1].sgi_sources, 0b0100);
-        assert_eq!(s.send_v2_sgi(9, 1, set(&[0])), VcpuSet::empty(), "no such sender");
+        assert_eq!(
+            s.send_v2_sgi(9, 1, set(&[0])),
+            VcpuSet::empty(),
+            "no such sender"
+        );
     }
 }

@@ -84,7 +84,10 @@ fn lrs(n: usize) -> Vec<ListRegister> {
 }
 
 fn valid(lrs: &[ListRegister]) -> Vec<(u32, LrState)> {
-    lrs.iter().filter(|l| l.state != LrState::Invalid).map(|l| (l.vintid, l.state)).collect()
+    lrs.iter()
+        .filter(|l| l.state != LrState::Invalid)
+        .map(|l| (l.vintid, l.state))
+        .collect()
 }
 
 /// What the guest's CPU interface does to a register: acknowledge (pending -> active) ...
@@ -96,7 +99,11 @@ fn ack(lr: &mut ListRegister) {
 /// ... and deactivate (active -> inactive; pending and active -> pending).
 fn eoi(lr: &mut ListRegister) {
     assert!(lr.state.is_active(), "deactivating {lr:?}");
-    lr.state = if lr.state == LrState::PendingActive { LrState::Pending } else { LrState::Invalid };
+    lr.state = if lr.state == LrState::PendingActive {
+        LrState::Pending
+    } else {
+        LrState::Invalid
+    };
 }
 
 /// One guest run: fill, let the guest act on the registers, fold.
@@ -118,13 +125,28 @@ fn run(
 
 #[test]
 fn configurations() {
-    assert_eq!(VgicConfig::new(GicModel::V2, 0, 64), Err(ConfigError::VcpuCount));
-    assert_eq!(VgicConfig::new(GicModel::V2, 9, 64), Err(ConfigError::VcpuCount));
+    assert_eq!(
+        VgicConfig::new(GicModel::V2, 0, 64),
+        Err(ConfigError::VcpuCount)
+    );
+    assert_eq!(
+        VgicConfig::new(GicModel::V2, 9, 64),
+        Err(ConfigError::VcpuCount)
+    );
     assert!(VgicConfig::new(GicModel::V2, 8, 64).is_ok());
     assert!(VgicConfig::new(GicModel::V3, 123, 96).is_ok());
-    assert_eq!(VgicConfig::new(GicModel::V3, 129, 64), Err(ConfigError::VcpuCount));
-    assert_eq!(VgicConfig::new(GicModel::V3, 1, 48), Err(ConfigError::SpiCount));
-    assert_eq!(VgicConfig::new(GicModel::V3, 1, 992), Err(ConfigError::SpiCount));
+    assert_eq!(
+        VgicConfig::new(GicModel::V3, 129, 64),
+        Err(ConfigError::VcpuCount)
+    );
+    assert_eq!(
+        VgicConfig::new(GicModel::V3, 1, 48),
+        Err(ConfigError::SpiCount)
+    );
+    assert_eq!(
+        VgicConfig::new(GicModel::V3, 1, 992),
+        Err(ConfigError::SpiCount)
+    );
     assert!(VgicConfig::new(GicModel::V3, 1, 960).is_ok());
     assert!(VgicConfig::new(GicModel::V3, 1, 0).is_ok());
     let cfg = VgicConfig::new(GicModel::V3, 4, 64).unwrap();
@@ -166,7 +188,10 @@ fn v3_ctlr_typer_ids() {
     assert_eq!(g.rd(0, 0x0, 4), 0x50, "ARE and DS cannot be cleared");
     // ITLinesNumber 2, IDbits 9, no LPIs, no MBIS, no RSS below 17 vCPUs.
     assert_eq!(g.rd(0, 0x4, 4), 2 | 9 << 19);
-    assert_eq!(vgic(GicModel::V3, 20, 32).rd(0, 0x4, 4), 1 | 9 << 19 | 1 << 26);
+    assert_eq!(
+        vgic(GicModel::V3, 20, 32).rd(0, 0x4, 4),
+        1 | 9 << 19 | 1 << 26
+    );
     assert_eq!(g.rd(0, 0xc, 4), 0, "TYPER2");
     assert_eq!(g.rd(0, 0x8, 4), 0x43b);
     assert_eq!(g.rd(0, 0xffe8, 4), 0x3b, "PIDR2.ArchRev = 3");
@@ -218,9 +243,16 @@ fn access_widths() {
 #[test]
 fn enables_set_clear_and_bank() {
     let g = vgic(GicModel::V2, 2, 64);
-    assert_eq!(g.rd(0, ISENABLER, 4), 0xffff, "SGIs come out of reset enabled");
+    assert_eq!(
+        g.rd(0, ISENABLER, 4),
+        0xffff,
+        "SGIs come out of reset enabled"
+    );
     g.wr(0, ISENABLER + 4, 4, 0x5);
-    assert_eq!((g.rd(1, ISENABLER + 4, 4), g.rd(1, ICENABLER + 4, 4)), (0x5, 0x5));
+    assert_eq!(
+        (g.rd(1, ISENABLER + 4, 4), g.rd(1, ICENABLER + 4, 4)),
+        (0x5, 0x5)
+    );
     g.wr(1, ICENABLER + 4, 4, 0x1);
     assert_eq!(g.rd(0, ISENABLER + 4, 4), 0x4);
     g.wr(0, ISENABLER + 4, 4, 0);
@@ -230,7 +262,10 @@ fn enables_set_clear_and_bank() {
     assert_eq!(g.rd(1, ISENABLER, 4), 0xffff | 1 << 27);
     assert_eq!(g.rd(0, ISENABLER, 4), 0xffff);
     g.wr(0, ICENABLER, 4, 0xffff_ffff);
-    assert_eq!((g.rd(0, ISENABLER, 4), g.rd(1, ISENABLER, 4)), (0, 0xffff | 1 << 27));
+    assert_eq!(
+        (g.rd(0, ISENABLER, 4), g.rd(1, ISENABLER, 4)),
+        (0, 0xffff | 1 << 27)
+    );
     // Beyond the VM's INTIDs: RAZ/WI.
     g.wr(0, ISENABLER + 12, 4, 0xffff_ffff);
     assert_eq!(g.rd(0, ISENABLER + 12, 4), 0);
@@ -240,7 +275,10 @@ fn enables_set_clear_and_bank() {
 fn pending_and_active_registers() {
     let g = vgic(GicModel::V2, 2, 64);
     g.wr(0, ISPENDR + 4, 4, 0x8000_0001);
-    assert_eq!((g.rd(1, ISPENDR + 4, 4), g.rd(1, ICPENDR + 4, 4)), (0x8000_0001, 0x8000_0001));
+    assert_eq!(
+        (g.rd(1, ISPENDR + 4, 4), g.rd(1, ICPENDR + 4, 4)),
+        (0x8000_0001, 0x8000_0001)
+    );
     g.wr(1, ICPENDR + 4, 4, 0x1);
     assert_eq!(g.rd(0, ISPENDR + 4, 4), 0x8000_0000);
     // GICv2 SGIs ignore ISPENDR/ICPENDR (SPENDSGIR names a sender); PPIs take them, banked.
@@ -257,7 +295,11 @@ fn pending_and_active_registers() {
     g.wr(1, ISACTIVER + 4, 4, 0x3);
     g.wr(0, ISACTIVER, 4, 1 << 5);
     assert_eq!(
-        (g.rd(0, ICACTIVER + 4, 4), g.rd(0, ISACTIVER, 4), g.rd(1, ISACTIVER, 4)),
+        (
+            g.rd(0, ICACTIVER + 4, 4),
+            g.rd(0, ISACTIVER, 4),
+            g.rd(1, ISACTIVER, 4)
+        ),
         (0x3, 1 << 5, 0)
     );
     g.wr(0, ICACTIVER + 4, 4, 0x1);
@@ -274,7 +316,10 @@ fn priorities_are_bytes_with_five_bits() {
     assert_eq!(g.rd(1, IPRIORITYR + 0x26, 1), 0x30);
     // Banked for SGIs/PPIs.
     g.wr(1, IPRIORITYR + 27, 1, 0xa0);
-    assert_eq!((g.rd(1, IPRIORITYR + 24, 4), g.rd(0, IPRIORITYR + 24, 4)), (0xa0 << 24, 0));
+    assert_eq!(
+        (g.rd(1, IPRIORITYR + 24, 4), g.rd(0, IPRIORITYR + 24, 4)),
+        (0xa0 << 24, 0)
+    );
     // Beyond the last SPI.
     g.wr(0, IPRIORITYR + 96, 4, 0xffff_ffff);
     assert_eq!(g.rd(0, IPRIORITYR + 96, 4), 0);
@@ -297,7 +342,10 @@ fn v2_targets() {
     let g = vgic(GicModel::V2, 1, 32);
     g.wr(0, 0x0, 4, 0b01);
     g.wr(0, ITARGETSR + 0x20, 4, 0x0101_0101);
-    assert_eq!((g.rd(0, ITARGETSR, 4), g.rd(0, ITARGETSR + 0x20, 4)), (0, 0));
+    assert_eq!(
+        (g.rd(0, ITARGETSR, 4), g.rd(0, ITARGETSR + 0x20, 4)),
+        (0, 0)
+    );
     enable_v2(&g, 0, 33, 0);
     assert_eq!(g.set_level(33, 0, true).unwrap(), set(&[0]));
     assert_eq!(g.next_pending(0).map(|p| p.intid).collect::<Vec<_>>(), [33]);
@@ -321,21 +369,39 @@ fn config_and_groups() {
     assert_eq!(g.rd(0, IGROUPR, 4), 0, "GICv2 resets to group 0");
     g.wr(0, IGROUPR + 4, 4, 0xf0f0_f0f0);
     g.wr(0, IGROUPR, 4, 0x1);
-    assert_eq!((g.rd(0, IGROUPR, 4), g.rd(0, IGROUPR + 4, 4)), (1, 0xf0f0_f0f0));
+    assert_eq!(
+        (g.rd(0, IGROUPR, 4), g.rd(0, IGROUPR + 4, 4)),
+        (1, 0xf0f0_f0f0)
+    );
     let g = vgic(GicModel::V3, 1, 64);
-    assert_eq!(g.rd(0, IGROUPR + 4, 4), 0xffff_ffff, "GICv3 resets to group 1");
+    assert_eq!(
+        g.rd(0, IGROUPR + 4, 4),
+        0xffff_ffff,
+        "GICv3 resets to group 1"
+    );
 }
 
 #[test]
 fn v3_distributor_leaves_private_interrupts_to_redistributors() {
     let g = vgic(GicModel::V3, 2, 64);
-    for base in
-        [IGROUPR, ISENABLER, ISPENDR, ISACTIVER, ICFGR, ICFGR + 4, IPRIORITYR, IPRIORITYR + 0x1c]
-    {
+    for base in [
+        IGROUPR,
+        ISENABLER,
+        ISPENDR,
+        ISACTIVER,
+        ICFGR,
+        ICFGR + 4,
+        IPRIORITYR,
+        IPRIORITYR + 0x1c,
+    ] {
         g.wr(0, base, 4, 0xffff_ffff);
         assert_eq!(g.rd(0, base, 4), 0, "{base:#x}");
     }
-    assert_eq!(g.rr(sgi_base(0) + 0x100, 4), 0xffff, "SGI enables untouched");
+    assert_eq!(
+        g.rr(sgi_base(0) + 0x100, 4),
+        0xffff,
+        "SGI enables untouched"
+    );
     assert_eq!(g.rr(sgi_base(0) + 0x400, 4), 0);
     // No target registers, no GICD_SGIR, no SGI pending registers with ARE = 1.
     g.wr(0, ITARGETSR + 0x20, 4, 0x0101_0101);
@@ -352,11 +418,18 @@ fn irouter() {
     let r32 = 0x6000 + 8 * 32;
     assert_eq!(g.rd(0, r32, 8), 0);
     g.wr(0, r32, 8, u64::MAX);
-    assert_eq!(g.rd(0, r32, 8), 0xff_80ff_ffff, "affinity and IRM; RES0 elsewhere");
+    assert_eq!(
+        g.rd(0, r32, 8),
+        0xff_80ff_ffff,
+        "affinity and IRM; RES0 elsewhere"
+    );
     g.wr(0, r32, 4, 0x1);
     assert_eq!(g.rd(0, r32, 8), 0xff_0000_0001);
     g.wr(0, r32 + 4, 4, 0);
-    assert_eq!((g.rd(1, r32, 8), g.rd(1, r32, 4), g.rd(1, r32 + 4, 4)), (1, 1, 0));
+    assert_eq!(
+        (g.rd(1, r32, 8), g.rd(1, r32, 4), g.rd(1, r32 + 4, 4)),
+        (1, 1, 0)
+    );
     g.wr(0, r32 + 4, 4, 0x2);
     assert_eq!(g.rd(0, r32 + 4, 4), 2);
     // IROUTER0-31 and beyond the last SPI: RAZ/WI.
@@ -403,7 +476,10 @@ fn redistributor_rd_base() {
     // vCPU 0: affinity 0, processor 0, not last. vCPU 1: Aff0 1, processor 1, Last.
     assert_eq!(g.rr(rd_base(0) + 0x8, 8), 0);
     assert_eq!(g.rr(rd_base(1) + 0x8, 8), 1 << 32 | 1 << 8 | 1 << 4);
-    assert_eq!((g.rr(rd_base(1) + 0x8, 4), g.rr(rd_base(1) + 0xc, 4)), (1 << 8 | 1 << 4, 1));
+    assert_eq!(
+        (g.rr(rd_base(1) + 0x8, 4), g.rr(rd_base(1) + 0xc, 4)),
+        (1 << 8 | 1 << 4, 1)
+    );
     g.rw(rd_base(1) + 0x8, 8, 0);
     assert_eq!(g.rr(rd_base(1) + 0x8, 8), 1 << 32 | 1 << 8 | 1 << 4);
     assert_eq!(g.rr(rd_base(0) + 0x4, 4), 0x43b);
@@ -411,7 +487,10 @@ fn redistributor_rd_base() {
     // The WAKER handshake: asleep at reset; clearing ProcessorSleep wakes the children at once.
     assert_eq!(g.rr(rd_base(0) + 0x14, 4), 0b110);
     g.rw(rd_base(0) + 0x14, 4, 0);
-    assert_eq!((g.rr(rd_base(0) + 0x14, 4), g.rr(rd_base(1) + 0x14, 4)), (0, 0b110));
+    assert_eq!(
+        (g.rr(rd_base(0) + 0x14, 4), g.rr(rd_base(1) + 0x14, 4)),
+        (0, 0b110)
+    );
     g.rw(rd_base(0) + 0x14, 4, 0b110);
     assert_eq!(g.rr(rd_base(0) + 0x14, 4), 0b110);
     // No LPIs: CTLR and the LPI registers are RAZ/WI, the 64-bit ones at either width.
@@ -419,7 +498,10 @@ fn redistributor_rd_base() {
     assert_eq!(g.rr(rd_base(0), 4), 0);
     for off in [0x70, 0x78, 0x40, 0xb0] {
         g.rw(rd_base(0) + off, 8, u64::MAX);
-        assert_eq!((g.rr(rd_base(0) + off, 8), g.rr(rd_base(0) + off + 4, 4)), (0, 0));
+        assert_eq!(
+            (g.rr(rd_base(0) + off, 8), g.rr(rd_base(0) + off + 4, 4)),
+            (0, 0)
+        );
     }
     assert_eq!(g.gicr_read(rd_base(0), 8), BAD);
     assert_eq!(g.gicr_read(rd_base(0) + 0x8, 2), BAD);
@@ -438,9 +520,16 @@ fn redistributor_sgi_base() {
     assert_eq!(g.rr(s1 + 0x100, 4), 0xffff);
     g.rw(s1 + 0x100, 4, 1 << 27);
     g.rw(s1 + 0x180, 4, 1 << 1);
-    assert_eq!((g.rr(s1 + 0x180, 4), g.rr(sgi_base(0) + 0x100, 4)), (0xfffd | 1 << 27, 0xffff));
+    assert_eq!(
+        (g.rr(s1 + 0x180, 4), g.rr(sgi_base(0) + 0x100, 4)),
+        (0xfffd | 1 << 27, 0xffff)
+    );
     g.rw(s1 + 0x200, 4, 1 << 2 | 1 << 20);
-    assert_eq!(g.rr(s1 + 0x280, 4), 1 << 2 | 1 << 20, "GICv3 SGIs are pended through ISPENDR0");
+    assert_eq!(
+        g.rr(s1 + 0x280, 4),
+        1 << 2 | 1 << 20,
+        "GICv3 SGIs are pended through ISPENDR0"
+    );
     g.rw(s1 + 0x280, 4, 1 << 2);
     assert_eq!(g.rr(s1 + 0x200, 4), 1 << 20);
     g.rw(s1 + 0x300, 4, 1 << 20);
@@ -473,7 +562,14 @@ fn next_pending_orders_by_priority_then_intid() {
     g.wr(0, 0x0, 4, 0b11);
     g.wr(0, ITARGETSR + 32, 4, 0x0101_0101);
     g.wr(0, ITARGETSR + 36, 4, 0x0101_0101);
-    for (intid, prio) in [(32, 0x80), (33, 0x40), (34, 0x80), (35, 0x40), (36, 0x00), (37, 0xff)] {
+    for (intid, prio) in [
+        (32, 0x80),
+        (33, 0x40),
+        (34, 0x80),
+        (35, 0x40),
+        (36, 0x00),
+        (37, 0xff),
+    ] {
         enable_v2(&g, 0, intid, prio);
         g.raise_edge(intid, 0).unwrap();
     }
@@ -482,7 +578,15 @@ fn next_pending_orders_by_priority_then_intid() {
     let order: Vec<_> = g.next_pending(0).map(|p| (p.intid, p.priority)).collect();
     assert_eq!(
         order,
-        [(36, 0), (27, 0x40), (33, 0x40), (35, 0x40), (32, 0x80), (34, 0x80), (37, 0xf8)]
+        [
+            (36, 0),
+            (27, 0x40),
+            (33, 0x40),
+            (35, 0x40),
+            (32, 0x80),
+            (34, 0x80),
+            (37, 0xf8)
+        ]
     );
 }
 
@@ -497,11 +601,21 @@ fn delivery_is_gated_by_enable_group_and_target() {
     g.wr(0, 0x0, 4, 0b01);
     assert_eq!(g.next_pending(0).count(), 0, "no target");
     g.wr(0, ITARGETSR + 40, 1, 0b10);
-    assert_eq!((g.next_pending(0).count(), g.next_pending(1).count()), (0, 1));
+    assert_eq!(
+        (g.next_pending(0).count(), g.next_pending(1).count()),
+        (0, 1)
+    );
     g.wr(0, ITARGETSR + 40, 1, 0b11);
-    assert_eq!((g.next_pending(0).count(), g.next_pending(1).count()), (1, 1));
+    assert_eq!(
+        (g.next_pending(0).count(), g.next_pending(1).count()),
+        (1, 1)
+    );
     g.wr(0, IGROUPR + 4, 4, 1 << 8);
-    assert_eq!(g.next_pending(0).count(), 0, "now group 1, which is disabled");
+    assert_eq!(
+        g.next_pending(0).count(),
+        0,
+        "now group 1, which is disabled"
+    );
     g.wr(0, 0x0, 4, 0b10);
     assert_eq!(g.next_pending(0).count(), 1);
     g.wr(1, ICENABLER + 4, 4, 1 << 8);
@@ -518,12 +632,24 @@ fn v3_routing() {
     g.wr(0, 0x0, 4, 0b10);
     enable_v3_spi(&g, 50, 0x10, 2);
     g.raise_edge(50, 0).unwrap();
-    assert_eq!((0..3).map(|v| g.next_pending(v).count()).collect::<Vec<_>>(), [0, 0, 1]);
+    assert_eq!(
+        (0..3)
+            .map(|v| g.next_pending(v).count())
+            .collect::<Vec<_>>(),
+        [0, 0, 1]
+    );
     g.wr(0, 0x6000 + 8 * 50, 8, 1 << 31);
-    assert_eq!((0..3).map(|v| g.next_pending(v).count()).collect::<Vec<_>>(), [1, 1, 1]);
+    assert_eq!(
+        (0..3)
+            .map(|v| g.next_pending(v).count())
+            .collect::<Vec<_>>(),
+        [1, 1, 1]
+    );
     g.wr(0, 0x6000 + 8 * 50, 8, 1 << 8);
     assert_eq!(
-        (0..3).map(|v| g.next_pending(v).count()).collect::<Vec<_>>(),
+        (0..3)
+            .map(|v| g.next_pending(v).count())
+            .collect::<Vec<_>>(),
         [0, 0, 0],
         "Aff1 = 1: nobody"
     );
@@ -544,18 +670,30 @@ fn icc_sgi1r_marks_targets_pending() {
     assert_eq!(g.rr(sgi_base(3) + 0x200, 4), 0);
     assert_eq!(g.next_pending(2).map(|p| p.intid).collect::<Vec<_>>(), [7]);
     // Broadcast, except the sender.
-    assert_eq!(g.write_icc_sgir(2, 1 << 40 | 1 << 24, SgiRegister::Sgi1r), set(&[0, 1, 3]));
+    assert_eq!(
+        g.write_icc_sgir(2, 1 << 40 | 1 << 24, SgiRegister::Sgi1r),
+        set(&[0, 1, 3])
+    );
     // ICC_SGI0R_EL1 reaches only group 0 SGIs.
     g.rw(sgi_base(3) + 0x080, 4, 0xffff_fff7);
-    assert_eq!(g.write_icc_sgir(0, 3 << 24 | 0b1110, SgiRegister::Sgi0r), set(&[3]));
-    assert_eq!(g.write_icc_sgir(0, 3 << 24 | 0b1110, SgiRegister::Asgi1r), set(&[3]));
+    assert_eq!(
+        g.write_icc_sgir(0, 3 << 24 | 0b1110, SgiRegister::Sgi0r),
+        set(&[3])
+    );
+    assert_eq!(
+        g.write_icc_sgir(0, 3 << 24 | 0b1110, SgiRegister::Asgi1r),
+        set(&[3])
+    );
     assert_eq!(
         g.write_icc_sgir(9, 1 << 40, SgiRegister::Sgi1r),
         VcpuSet::empty(),
         "no such sender"
     );
     let g2 = vgic(GicModel::V2, 2, 32);
-    assert_eq!(g2.write_icc_sgir(0, 1 << 40, SgiRegister::Sgi1r), VcpuSet::empty());
+    assert_eq!(
+        g2.write_icc_sgir(0, 1 << 40, SgiRegister::Sgi1r),
+        VcpuSet::empty()
+    );
 }
 
 // ---- list registers -------------------------------------------------------------------
@@ -577,11 +715,21 @@ fn edge_interrupt_through_list_registers() {
     assert_eq!(valid(&loaded), [(40, LrState::Pending)]);
     assert_eq!(loaded[0].priority, 0xa0);
     assert!(loaded[0].group1 && !loaded[0].eoi_maintenance && loaded[0].hw.is_none());
-    assert_eq!(fill, LrFill { used: 1, more_pending: false, active_overflow: false });
+    assert_eq!(
+        fill,
+        LrFill {
+            used: 1,
+            more_pending: false,
+            active_overflow: false
+        }
+    );
     assert_eq!(g.rd(0, ISPENDR + 4, 4), 1 << 8);
     // Acknowledged: active in the model, kept in the registers.
     let (_, _) = run(&g, 0, 4, |r| ack(&mut r[0]));
-    assert_eq!((g.rd(0, ISPENDR + 4, 4), g.rd(0, ISACTIVER + 4, 4)), (0, 1 << 8));
+    assert_eq!(
+        (g.rd(0, ISPENDR + 4, 4), g.rd(0, ISACTIVER + 4, 4)),
+        (0, 1 << 8)
+    );
     // A second edge while active: pending and active in one register.
     g.raise_edge(40, 0).unwrap();
     let (loaded, _) = run(&g, 0, 4, |r| eoi(&mut r[0]));
@@ -606,7 +754,11 @@ fn edge_raised_while_loaded_is_not_lost() {
     let mut regs = lrs(4);
     g.fill_lrs(0, &mut regs);
     // The device fires again while the guest runs, then the guest handles the first one.
-    assert_eq!(g.raise_edge(40, 0).unwrap(), set(&[0]), "the holder is kicked");
+    assert_eq!(
+        g.raise_edge(40, 0).unwrap(),
+        set(&[0]),
+        "the holder is kicked"
+    );
     ack(&mut regs[0]);
     eoi(&mut regs[0]);
     g.fold_lrs(0, &regs);
@@ -669,10 +821,23 @@ fn more_pending_than_list_registers() {
             eoi(lr);
         }
     });
-    assert_eq!(valid(&loaded).iter().map(|v| v.0).collect::<Vec<_>>(), [45, 44, 43, 42]);
-    assert_eq!(fill, LrFill { used: 4, more_pending: true, active_overflow: false });
+    assert_eq!(
+        valid(&loaded).iter().map(|v| v.0).collect::<Vec<_>>(),
+        [45, 44, 43, 42]
+    );
+    assert_eq!(
+        fill,
+        LrFill {
+            used: 4,
+            more_pending: true,
+            active_overflow: false
+        }
+    );
     let (loaded, fill) = run(&g, 0, 4, |_| {});
-    assert_eq!(valid(&loaded).iter().map(|v| v.0).collect::<Vec<_>>(), [41, 40]);
+    assert_eq!(
+        valid(&loaded).iter().map(|v| v.0).collect::<Vec<_>>(),
+        [41, 40]
+    );
     assert!(!fill.more_pending);
 }
 
@@ -688,7 +853,10 @@ fn active_interrupts_are_never_dropped() {
     enable_v3_spi(&g, 50, 0x00, 0);
     g.raise_edge(50, 0).unwrap();
     let (loaded, fill) = run(&g, 0, 4, |_| {});
-    assert_eq!(valid(&loaded), [40, 41, 42, 43].map(|i| (i, LrState::Active)));
+    assert_eq!(
+        valid(&loaded),
+        [40, 41, 42, 43].map(|i| (i, LrState::Active))
+    );
     assert!(fill.more_pending && !fill.active_overflow);
     // One deactivated: the new one gets its register.
     run(&g, 0, 4, |r| eoi(&mut r[2]));
@@ -857,7 +1025,11 @@ fn fill_without_fold_keeps_state() {
     assert_eq!(g.fill_lrs(7, &mut regs), LrFill::default());
     assert_eq!(
         g.fill_lrs(0, &mut []),
-        LrFill { used: 0, more_pending: true, active_overflow: false }
+        LrFill {
+            used: 0,
+            more_pending: true,
+            active_overflow: false
+        }
     );
 }
 
@@ -871,9 +1043,19 @@ fn injection_errors() {
     assert_eq!(g.set_level(96, 0, true), Err(InjectError::NoSuchIntid));
     assert_eq!(g.raise_edge(u32::MAX, 0), Err(InjectError::NoSuchIntid));
     assert_eq!(g.set_level(27, 2, true), Err(InjectError::NoSuchVcpu));
-    assert_eq!(g.set_level(40, 99, true), Ok(VcpuSet::empty()), "an SPI ignores the vCPU");
-    assert_eq!(g.map_hw(27, 0, Some(1020)), Err(InjectError::BadPhysicalIntid));
-    assert_eq!(g.map_hw(27, 0, Some(15)), Err(InjectError::BadPhysicalIntid));
+    assert_eq!(
+        g.set_level(40, 99, true),
+        Ok(VcpuSet::empty()),
+        "an SPI ignores the vCPU"
+    );
+    assert_eq!(
+        g.map_hw(27, 0, Some(1020)),
+        Err(InjectError::BadPhysicalIntid)
+    );
+    assert_eq!(
+        g.map_hw(27, 0, Some(15)),
+        Err(InjectError::BadPhysicalIntid)
+    );
     assert_eq!(g.map_hw(2, 0, Some(27)), Err(InjectError::NotAllowed));
     assert_eq!(g.map_hw(27, 0, None), Ok(()));
 }
@@ -886,7 +1068,11 @@ fn kicks() {
     g.wr(0, ITARGETSR + 33, 1, 0b110);
     // Disabled: nobody to kick, but it stays pending.
     assert_eq!(g.set_level(33, 0, true).unwrap(), VcpuSet::empty());
-    assert_eq!(g.set_level(33, 0, true).unwrap(), VcpuSet::empty(), "no change");
+    assert_eq!(
+        g.set_level(33, 0, true).unwrap(),
+        VcpuSet::empty(),
+        "no change"
+    );
     g.take_kicks();
     g.wr(0, ISENABLER + 4, 4, 1 << 1);
     assert_eq!(g.take_kicks(), set(&[1, 2]));
@@ -929,12 +1115,19 @@ fn mmio_adapters() {
     assert_eq!(gicd.read(ISENABLER, 4), Ok(0xffff));
     assert_eq!(g.rd(1, ISENABLER, 4), 0xffff | 1 << 20);
     cur.store(5, Ordering::Relaxed);
-    assert_eq!(gicd.read(0, 4), BAD, "an unknown vCPU is refused, not trusted");
+    assert_eq!(
+        gicd.read(0, 4),
+        BAD,
+        "an unknown vCPU is refused, not trusted"
+    );
 
     let g = Arc::new(vgic(GicModel::V3, 2, 32));
     let gicr = VirtualGicr::new(g.clone()).unwrap();
     assert_eq!(gicr.name(), "gicr");
-    assert_eq!(gicr.read(rd_base(1) + 0x8, 8), Ok(1 << 32 | 1 << 8 | 1 << 4));
+    assert_eq!(
+        gicr.read(rd_base(1) + 0x8, 8),
+        Ok(1 << 32 | 1 << 8 | 1 << 4)
+    );
     gicr.write(rd_base(1) + 0x14, 4, 0).unwrap();
     assert_eq!(g.rr(rd_base(1) + 0x14, 4), 0);
 }
@@ -946,7 +1139,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 ^ (self.0 >> 29)
     }
 }
@@ -960,7 +1156,11 @@ fn no_guest_input_panics() {
             let r = rng.next();
             let size = [1u8, 2, 4, 8, 3, 0][(r % 6) as usize];
             // Mostly real registers, sometimes anywhere at all.
-            let offset = if r & 0x100 != 0 { (r >> 12) & 0xfffc } else { rng.next() };
+            let offset = if r & 0x100 != 0 {
+                (r >> 12) & 0xfffc
+            } else {
+                rng.next()
+            };
             let value = rng.next();
             let vcpu = (r >> 40) as usize % (vcpus + 1);
             let _ = g.gicd_write(vcpu, offset, size, value);
@@ -973,8 +1173,9 @@ fn no_guest_input_panics() {
             let _ = g.raise_edge((value >> 7) as u32 % 130, vcpu);
             if i % 7 == 0 {
                 // The guest returns whatever registers it likes.
-                let mut regs: Vec<_> =
-                    (0..4).map(|_| ListRegister::decode_v3(rng.next())).collect();
+                let mut regs: Vec<_> = (0..4)
+                    .map(|_| ListRegister::decode_v3(rng.next()))
+                    .collect();
                 g.fold_lrs(vcpu, &regs);
                 let fill = g.fill_lrs(vcpu, &mut regs);
                 assert!(fill.used <= 4);
@@ -1039,13 +1240,20 @@ struct Counted {
 
 impl Counted {
     fn new(n: usize) -> Self {
-        Counted { regs: lrs(n), reads: vec![Default::default(); n], writes: vec![0; n] }
+        Counted {
+            regs: lrs(n),
+            reads: vec![Default::default(); n],
+            writes: vec![0; n],
+        }
     }
 
     /// (reads, writes) per register since the last call.
     fn touched(&mut self) -> (Vec<usize>, Vec<usize>) {
         let reads = self.reads.iter().map(|c| c.take()).collect();
-        (reads, core::mem::replace(&mut self.writes, vec![0; self.regs.len()]))
+        (
+            reads,
+            core::mem::replace(&mut self.writes, vec![0; self.regs.len()]),
+        )
     }
 }
 
@@ -1122,7 +1330,11 @@ fn sync_touches_only_the_registers_in_use() {
 /// the definition, from a scan of every interrupt, for a vCPU whose registers are folded.
 fn expected_fill(s: &irq_state::State, vcpu: usize, n: usize) -> (Vec<(u32, bool)>, bool, bool) {
     let private = (0..32).filter_map(|intid| Some((intid, s.irq(vcpu, intid)?)));
-    let shared = s.spis.iter().enumerate().map(|(i, irq)| (32 + i as u32, irq));
+    let shared = s
+        .spis
+        .iter()
+        .enumerate()
+        .map(|(i, irq)| (32 + i as u32, irq));
     let mut active: Vec<(u8, u32)> = private
         .filter(|(_, irq)| irq.active)
         .chain(shared.filter(|(_, irq)| {
@@ -1149,7 +1361,11 @@ fn fills_agree_with_a_full_scan() {
     // sync the expected choice is computed the slow way, and (through `Vgic`'s own checks) the
     // delivery index is compared with a scan after every operation.
     let mut rng = Lcg(7);
-    for (model, vcpus, n) in [(GicModel::V2, 3, 4), (GicModel::V3, 3, 4), (GicModel::V3, 2, 2)] {
+    for (model, vcpus, n) in [
+        (GicModel::V2, 3, 4),
+        (GicModel::V3, 3, 4),
+        (GicModel::V3, 2, 2),
+    ] {
         let g = vgic(model, vcpus, 96);
         let mut held: Vec<Vec<ListRegister>> = vec![lrs(n); vcpus];
         let v3 = model == GicModel::V3;
@@ -1184,7 +1400,11 @@ fn fills_agree_with_a_full_scan() {
                 11 if step % 50 == 0 => g.wr(v, 0x0, 4, r >> 20),
                 12 if v3 => {
                     let _ = g.write_icc_sgir(v, bits & (1 << 40 | 0xf << 24 | 0xffff), {
-                        if r & 1 << 41 != 0 { SgiRegister::Sgi1r } else { SgiRegister::Sgi0r }
+                        if r & 1 << 41 != 0 {
+                            SgiRegister::Sgi1r
+                        } else {
+                            SgiRegister::Sgi0r
+                        }
                     });
                 }
                 12 => g.wr(v, 0xf00, 4, bits & 0x03ff_000f),

@@ -18,7 +18,11 @@ impl VcpuSet {
 
     /// `{0, 1, .., n - 1}`; every index from [`MAX_VCPUS`] on is left out.
     pub const fn first(n: usize) -> Self {
-        if n >= MAX_VCPUS { VcpuSet(u128::MAX) } else { VcpuSet((1u128 << n) - 1) }
+        if n >= MAX_VCPUS {
+            VcpuSet(u128::MAX)
+        } else {
+            VcpuSet((1u128 << n) - 1)
+        }
     }
 
     /// The set holding only `vcpu` (empty if `vcpu` is out of range).
@@ -68,7 +72,11 @@ impl VcpuSet {
 
     /// The lowest index in the set.
     pub const fn lowest(&self) -> Option<usize> {
-        if self.0 == 0 { None } else { Some(self.0.trailing_zeros() as usize) }
+        if self.0 == 0 {
+            None
+        } else {
+            Some(self.0.trailing_zeros() as usize)
+        }
     }
 
     /// The indices in increasing order.
@@ -122,8 +130,14 @@ mod tests {
         assert_eq!(VcpuSet::first(3).iter().collect::<Vec<_>>(), [0, 1, 2]);
         assert_eq!(VcpuSet::first(200).len(), 128);
         assert_eq!(VcpuSet::first(0), VcpuSet::empty());
-        assert_eq!(VcpuSet::single(3).union(VcpuSet::single(1)), [1, 3].into_iter().collect());
-        assert_eq!(VcpuSet::from_bits(0b1011).intersection(VcpuSet::first(3)), VcpuSet::from_bits(3));
+        assert_eq!(
+            VcpuSet::single(3).union(VcpuSet::single(1)),
+            [1, 3].into_iter().collect()
+        );
+        assert_eq!(
+            VcpuSet::from_bits(0b1011).intersection(VcpuSet::first(3)),
+            VcpuSet::from_bits(3)
+        );
         assert_eq!(alloc::format!("{:?}", VcpuSet::single(2)), "{2}");
     }
 }

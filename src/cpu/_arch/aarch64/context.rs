@@ -81,7 +81,10 @@ impl El1Context {
     /// The EL1 state of a vCPU coming out of reset (and of one PSCI CPU_ON starts): MMU and
     /// caches off, everything else zero.
     pub fn reset() -> Self {
-        El1Context { sctlr: SCTLR_EL1_RESET, ..Default::default() }
+        El1Context {
+            sctlr: SCTLR_EL1_RESET,
+            ..Default::default()
+        }
     }
 }
 
@@ -96,7 +99,11 @@ pub struct FpContext {
 
 impl Default for FpContext {
     fn default() -> Self {
-        FpContext { v: [0; 32], fpcr: 0, fpsr: 0 }
+        FpContext {
+            v: [0; 32],
+            fpcr: 0,
+            fpsr: 0,
+        }
     }
 }
 
@@ -163,7 +170,11 @@ pub fn trap_fp(trap: bool) {
     // SAFETY: read-modify-write of CPTR_EL2's TFP bit only.
     unsafe {
         asm!("mrs {}, cptr_el2", out(reg) cptr, options(nomem, nostack));
-        cptr = if trap { cptr | (1 << 10) } else { cptr & !(1 << 10) };
+        cptr = if trap {
+            cptr | (1 << 10)
+        } else {
+            cptr & !(1 << 10)
+        };
         asm!("msr cptr_el2, {}", "isb", in(reg) cptr, options(nostack));
     }
 }

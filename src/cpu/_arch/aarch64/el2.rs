@@ -82,7 +82,11 @@ pub fn configure() {
     // CPTR_EL2: trap trace, activity monitors, SVE and SME; FP/SIMD is not trapped (Veil is
     // built soft-float and never touches the FP registers, so the guest keeps them as is).
     let cptr = CPTR_EL2_RES1
-        | (CPTR_EL2_NVHE::TAM::SET + CPTR_EL2_NVHE::TTA::SET + CPTR_EL2_NVHE::TSM::SET + CPTR_EL2_NVHE::TZ::SET).value;
+        | (CPTR_EL2_NVHE::TAM::SET
+            + CPTR_EL2_NVHE::TTA::SET
+            + CPTR_EL2_NVHE::TSM::SET
+            + CPTR_EL2_NVHE::TZ::SET)
+            .value;
     // SAFETY: writing CPTR_EL2 only changes which EL1/EL0 instructions trap to EL2.
     unsafe { asm!("msr cptr_el2, {}", in(reg) cptr, options(nostack)) };
 
@@ -108,7 +112,9 @@ pub fn configure() {
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::CLEAR);
 
     // VTCR_EL2: the stage-2 format every VM's table uses (see memory::stage2::vtcr).
-    VTCR_EL2.set(crate::memory::stage2::vtcr(ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange)));
+    VTCR_EL2.set(crate::memory::stage2::vtcr(
+        ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange),
+    ));
 
     // Stage-2 TLB entries from before Veil are not Veil's: drop them all.
     // SAFETY: TLB maintenance only.
@@ -116,13 +122,14 @@ pub fn configure() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-
 /// Reads one ID register by its CRm/op2 coordinates (op0=3, op1=0, CRn=0).
 fn read_id<const CRM: u32, const OP2: u32>() -> u64 {
     let value: u64;
     // SAFETY: reading an ID register at EL2 has no side effects; unallocated encodings in this
     // space read as zero.
-    unsafe { asm!("mrs {v}, S3_0_C0_C{crm}_{op2}", v = out(reg) value, crm = const CRM, op2 = const OP2, options(nomem, nostack)) };
+    unsafe {
+        asm!("mrs {v}, S3_0_C0_C{crm}_{op2}", v = out(reg) value, crm = const CRM, op2 = const OP2, options(nomem, nostack))
+    };
     value
 }
 
@@ -143,7 +150,11 @@ pub fn read_id_space() -> [u64; crate::vm::id_regs::ID_REG_COUNT] {
 /// Traps (or not) the guest's WFE: HCR_EL2.TWE (bit 14).
 pub fn trap_wfe(trap: bool) {
     use tock_registers::interfaces::ReadWriteable;
-    HCR_EL2.modify(if trap { HCR_EL2::TWE::SET } else { HCR_EL2::TWE::CLEAR });
+    HCR_EL2.modify(if trap {
+        HCR_EL2::TWE::SET
+    } else {
+        HCR_EL2::TWE::CLEAR
+    });
 }
 
 /// Makes a virtual SError pending for the guest (HCR_EL2.VSE, bit 8): the hardware delivers it

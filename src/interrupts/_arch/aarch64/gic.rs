@@ -59,7 +59,10 @@ pub fn init(info: &GicInfo, cpu_count: usize, host_uart_intid: Option<u32>) {
                 // SAFETY: both windows come from the DTB, are mapped as device memory in Veil's
                 // EL2 map, and this is the only driver for them.
                 let mut gic = unsafe {
-                    GicV2::new(info.distributor.base as *mut gicv2::registers::Gicd, gicc.base as *mut gicv2::registers::Gicc)
+                    GicV2::new(
+                        info.distributor.base as *mut gicv2::registers::Gicd,
+                        gicc.base as *mut gicv2::registers::Gicc,
+                    )
                 };
                 gic.setup();
                 gic.enable_all_interrupts(false);
@@ -70,7 +73,9 @@ pub fn init(info: &GicInfo, cpu_count: usize, host_uart_intid: Option<u32>) {
                 // SAFETY: as above, for the distributor and the redistributor range.
                 let mut gic = unsafe {
                     GicV3::new(
-                        UniqueMmioPointer::new(NonNull::new(info.distributor.base as *mut _).expect("GICD at 0")),
+                        UniqueMmioPointer::new(
+                            NonNull::new(info.distributor.base as *mut _).expect("GICD at 0"),
+                        ),
                         NonNull::new(gicr.base as *mut _).expect("GICR at 0"),
                         cpu_count,
                     )
@@ -82,7 +87,10 @@ pub fn init(info: &GicInfo, cpu_count: usize, host_uart_intid: Option<u32>) {
                 Driver::V3(gic)
             }
         };
-        Gic { driver: Mutex::new(driver), version: info.version }
+        Gic {
+            driver: Mutex::new(driver),
+            version: info.version,
+        }
     });
     if let (Some(intid), Some(gic)) = (host_uart_intid.filter(|&i| i >= 32), GIC.get()) {
         HOST_UART_INTID.store(intid, core::sync::atomic::Ordering::Relaxed);
@@ -91,9 +99,16 @@ pub fn init(info: &GicInfo, cpu_count: usize, host_uart_intid: Option<u32>) {
             Driver::V2(g) => {
                 g.set_interrupt_priority(id, 0xa0);
                 // GICD_ITARGETSR<n>: one byte per INTID; send it to the boot CPU's interface.
-                let target = GICV2_TARGET[0].load(core::sync::atomic::Ordering::Relaxed).max(1);
+                let target = GICV2_TARGET[0]
+                    .load(core::sync::atomic::Ordering::Relaxed)
+                    .max(1);
                 // SAFETY: a byte-accessible distributor register of the mapped GICD.
-                unsafe { core::ptr::write_volatile((gic_v2_gicd_base() + 0x800 + intid as usize) as *mut u8, target) };
+                unsafe {
+                    core::ptr::write_volatile(
+                        (gic_v2_gicd_base() + 0x800 + intid as usize) as *mut u8,
+                        target,
+                    )
+                };
                 let _ = g.enable_interrupt(id, true);
             }
             Driver::V3(g) => {
@@ -118,7 +133,8 @@ pub fn init_this_cpu(index: usize) {
             }
             // ITARGETSR0..7 are banked and read back this CPU's own interface bit.
             // SAFETY: reading a banked distributor register of a mapped GICD.
-            let target = unsafe { core::ptr::read_volatile((gic_v2_gicd_base() + 0x800) as *const u8) };
+            let target =
+                unsafe { core::ptr::read_volatile((gic_v2_gicd_base() + 0x800) as *const u8) };
             GICV2_TARGET[index].store(target, core::sync::atomic::Ordering::Relaxed);
             for sgi in crate::interrupts::SGI_ALL {
                 g.set_interrupt_priority(IntId::sgi(sgi), 0x80);
@@ -211,11 +227,14 @@ pub fn acknowledge() -> Option<u32> {
     let gic = GIC.get()?;
     match gic.version {
         GicVersion::V2 => match &mut *gic.driver.lock() {
-            Driver::V2(g) => g.get_and_acknowledge_interrupt(arm_gic::InterruptGroup::Group0).map(|i| i.raw_value() & 0x3ff),
+            Driver::V2(g) => g
+                .get_and_acknowledge_interrupt(arm_gic::InterruptGroup::Group0)
+                .map(|i| i.raw_value() & 0x3ff),
             _ => None,
         },
         GicVersion::V3 => {
-            GicCpuInterface::get_and_acknowledge_interrupt(arm_gic::InterruptGroup::Group1).map(|i| i.raw_value())
+            GicCpuInterface::get_and_acknowledge_interrupt(arm_gic::InterruptGroup::Group1)
+                .map(|i| i.raw_value())
         }
     }
 }
@@ -231,7 +250,9 @@ pub fn deactivate(intid: u32) {
         }
         GicVersion::V3 => {
             // SAFETY: ICC_DIR_EL1 only deactivates the interrupt named.
-            unsafe { core::arch::asm!("msr S3_0_C12_C11_1, {}", in(reg) intid as u64, options(nostack)) };
+            unsafe {
+                core::arch::asm!("msr S3_0_C12_C11_1, {}", in(reg) intid as u64, options(nostack))
+            };
         }
     }
 }
@@ -270,7 +291,9 @@ static PRIVATE_BASE: [core::sync::atomic::AtomicUsize; crate::cpu::MAX_CPUS] =
 pub fn set_private_base(index: usize, info: &GicInfo) {
     let base = match info.version {
         // Redistributors are laid out in CPU order, 128 KiB each; SGI_base is the second 64 KiB.
-        GicVersion::V3 => info.redistributors.map_or(0, |r| r.base as usize + index * 0x2_0000 + 0x1_0000),
+        GicVersion::V3 => info
+            .redistributors
+            .map_or(0, |r| r.base as usize + index * 0x2_0000 + 0x1_0000),
         GicVersion::V2 => info.distributor.base as usize,
     };
     PRIVATE_BASE[index].store(base, core::sync::atomic::Ordering::Relaxed);
@@ -310,14 +333,23 @@ pub fn enable_spi(intid: u32, cpu: usize) {
     match &mut *gic.driver.lock() {
         Driver::V2(g) => {
             g.set_interrupt_priority(id, 0xa0);
-            let target = GICV2_TARGET[cpu].load(core::sync::atomic::Ordering::Relaxed).max(1);
+            let target = GICV2_TARGET[cpu]
+                .load(core::sync::atomic::Ordering::Relaxed)
+                .max(1);
             // SAFETY: GICD_ITARGETSR<n>, one byte per INTID, of the mapped distributor.
-            unsafe { core::ptr::write_volatile((gic_v2_gicd_base() + 0x800 + intid as usize) as *mut u8, target) };
+            unsafe {
+                core::ptr::write_volatile(
+                    (gic_v2_gicd_base() + 0x800 + intid as usize) as *mut u8,
+                    target,
+                )
+            };
             let _ = g.enable_interrupt(id, true);
         }
         Driver::V3(g) => {
             let _ = g.set_interrupt_priority(id, None, 0xa0);
-            let _ = g.distributor().set_routing(id, Some(crate::cpu::mpidr_of(cpu) & 0xff_00ff_ffff));
+            let _ = g
+                .distributor()
+                .set_routing(id, Some(crate::cpu::mpidr_of(cpu) & 0xff_00ff_ffff));
             let _ = g.enable_interrupt(id, None, true);
         }
     }

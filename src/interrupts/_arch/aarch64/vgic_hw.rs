@@ -7,7 +7,7 @@
 use crate::board::discovery::GicVersion;
 use crate::interrupts::vgic::{GicModel, ListRegister, ListRegisters, MAX_LRS};
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// Which interface this machine has, and (GICv2) where GICH is.
 static VERSION: AtomicU8 = AtomicU8::new(0);
@@ -15,7 +15,10 @@ static GICH_BASE: AtomicU64 = AtomicU64::new(0);
 
 /// Records the interface kind (boot CPU, once).
 pub fn init(version: GicVersion, gich_base: Option<u64>) {
-    VERSION.store(if version == GicVersion::V2 { 2 } else { 3 }, Ordering::Relaxed);
+    VERSION.store(
+        if version == GicVersion::V2 { 2 } else { 3 },
+        Ordering::Relaxed,
+    );
     GICH_BASE.store(gich_base.unwrap_or(0), Ordering::Relaxed);
 }
 
@@ -34,12 +37,21 @@ const GICH_LR0: usize = 0x100;
 fn gich_read(offset: usize) -> u32 {
     // SAFETY: GICH comes from the DTB and is mapped as device memory in Veil's EL2 map; its
     // registers are banked per CPU.
-    unsafe { core::ptr::read_volatile((GICH_BASE.load(Ordering::Relaxed) as usize + offset) as *const u32) }
+    unsafe {
+        core::ptr::read_volatile(
+            (GICH_BASE.load(Ordering::Relaxed) as usize + offset) as *const u32,
+        )
+    }
 }
 
 fn gich_write(offset: usize, value: u32) {
     // SAFETY: as in gich_read.
-    unsafe { core::ptr::write_volatile((GICH_BASE.load(Ordering::Relaxed) as usize + offset) as *mut u32, value) }
+    unsafe {
+        core::ptr::write_volatile(
+            (GICH_BASE.load(Ordering::Relaxed) as usize + offset) as *mut u32,
+            value,
+        )
+    }
 }
 
 macro_rules! sysreg_rw {
@@ -70,13 +82,17 @@ fn read_ich_lr<const N: u32>() -> u64 {
     let v: u64;
     // SAFETY: ICH_LR<N>_EL2 for N below ICH_VTR_EL2.ListRegs + 1 (checked by the callers).
     // ICH_LR0..7_EL2 are S3_4_C12_C12_<n>, ICH_LR8..15_EL2 are S3_4_C12_C13_<n-8>.
-    unsafe { asm!("mrs {v}, S3_4_C12_C{crm}_{op2}", v = out(reg) v, crm = const 12 + N / 8, op2 = const N % 8, options(nomem, nostack)) };
+    unsafe {
+        asm!("mrs {v}, S3_4_C12_C{crm}_{op2}", v = out(reg) v, crm = const 12 + N / 8, op2 = const N % 8, options(nomem, nostack))
+    };
     v
 }
 
 fn write_ich_lr<const N: u32>(v: u64) {
     // SAFETY: as in read_ich_lr.
-    unsafe { asm!("msr S3_4_C12_C{crm}_{op2}, {v}", v = in(reg) v, crm = const 12 + N / 8, op2 = const N % 8, options(nostack)) };
+    unsafe {
+        asm!("msr S3_4_C12_C{crm}_{op2}, {v}", v = in(reg) v, crm = const 12 + N / 8, op2 = const N % 8, options(nostack))
+    };
 }
 
 macro_rules! lr_dispatch {
@@ -101,7 +117,11 @@ pub fn lr_count() -> usize {
 
 /// List register `n` (raw: 64-bit ICH_LR<n>_EL2, or the 32-bit GICH_LR<n>).
 pub fn read_lr(n: usize) -> u64 {
-    if is_v2() { gich_read(GICH_LR0 + 4 * n) as u64 } else { lr_dispatch!(n, read_ich_lr) }
+    if is_v2() {
+        gich_read(GICH_LR0 + 4 * n) as u64
+    } else {
+        lr_dispatch!(n, read_ich_lr)
+    }
 }
 
 pub fn write_lr(n: usize, value: u64) {
@@ -122,7 +142,10 @@ pub struct HwListRegisters {
 impl HwListRegisters {
     /// The registers of this CPU (at most `vgic::MAX_LRS`), in the GICv2 format or the GICv3 one.
     pub fn new(model: GicModel) -> Self {
-        HwListRegisters { count: lr_count().min(MAX_LRS), v2: model == GicModel::V2 }
+        HwListRegisters {
+            count: lr_count().min(MAX_LRS),
+            v2: model == GicModel::V2,
+        }
     }
 }
 
@@ -138,13 +161,24 @@ impl ListRegisters for HwListRegisters {
             return None;
         }
         let raw = read_lr(i);
-        Some(if self.v2 { ListRegister::decode_v2(raw as u32) } else { ListRegister::decode_v3(raw) })
+        Some(if self.v2 {
+            ListRegister::decode_v2(raw as u32)
+        } else {
+            ListRegister::decode_v3(raw)
+        })
     }
 
     #[inline]
     fn write(&mut self, i: usize, lr: ListRegister) {
         if i < self.count {
-            write_lr(i, if self.v2 { u64::from(lr.encode_v2()) } else { lr.encode_v3() });
+            write_lr(
+                i,
+                if self.v2 {
+                    u64::from(lr.encode_v2())
+                } else {
+                    lr.encode_v3()
+                },
+            );
         }
     }
 }
@@ -156,16 +190,28 @@ pub const HCR_EN: u64 = 1 << 0;
 pub const HCR_UIE: u64 = 1 << 1;
 
 pub fn write_hcr(value: u64) {
-    if is_v2() { gich_write(GICH_HCR, value as u32) } else { write_ich_hcr(value) }
+    if is_v2() {
+        gich_write(GICH_HCR, value as u32)
+    } else {
+        write_ich_hcr(value)
+    }
 }
 
 pub fn read_hcr() -> u64 {
-    if is_v2() { gich_read(GICH_HCR) as u64 } else { read_ich_hcr() }
+    if is_v2() {
+        gich_read(GICH_HCR) as u64
+    } else {
+        read_ich_hcr()
+    }
 }
 
 /// The maintenance interrupt status (ICH_MISR_EL2 / GICH_MISR).
 pub fn read_misr() -> u64 {
-    if is_v2() { gich_read(GICH_MISR) as u64 } else { read_ich_misr() }
+    if is_v2() {
+        gich_read(GICH_MISR) as u64
+    } else {
+        read_ich_misr()
+    }
 }
 
 /// The interface's own state: (VMCR, APR0, APR1). GICv2 has one APR (in `APR0`); GICv3 one

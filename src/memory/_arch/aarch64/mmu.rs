@@ -50,7 +50,12 @@ pub unsafe fn enable(root: u64) {
     // SCTLR_EL2: M = stage-1 MMU on; C and I = data and instruction caches on; SA = SP
     // alignment checking (catches a corrupted stack early). A stays 0: Rust's generated code may
     // do unaligned accesses to Normal memory, which the architecture allows.
-    SCTLR_EL2.modify(SCTLR_EL2::M::Enable + SCTLR_EL2::C::Cacheable + SCTLR_EL2::I::Cacheable + SCTLR_EL2::SA::Enable);
+    SCTLR_EL2.modify(
+        SCTLR_EL2::M::Enable
+            + SCTLR_EL2::C::Cacheable
+            + SCTLR_EL2::I::Cacheable
+            + SCTLR_EL2::SA::Enable,
+    );
     barrier::isb(barrier::SY);
 }
 

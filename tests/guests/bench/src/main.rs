@@ -259,8 +259,13 @@ fn vm_switch(config: &Config) -> Outcome {
     if !config.under_veil {
         return Outcome::Unavailable("no hypervisor, so nothing to switch");
     }
-    if !config.only.is_some_and(|only| only.split(',').any(|o| o == "vm_switch")) {
-        return Outcome::Unavailable("needs a second VM on this CPU: bench.only=vm_switch with two VMs");
+    if !config
+        .only
+        .is_some_and(|only| only.split(',').any(|o| o == "vm_switch"))
+    {
+        return Outcome::Unavailable(
+            "needs a second VM on this CPU: bench.only=vm_switch with two VMs",
+        );
     }
     ops::vm_switch(config.iters)
 }

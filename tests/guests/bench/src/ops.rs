@@ -64,7 +64,10 @@ pub fn vm_switch(iters: u64) -> Outcome {
     let with = hvc_loop!(iters, "0x0002", "0xc600", ["hvc #0"]);
     let without = hvc_loop!(iters, "0x0002", "0xc600", []);
     match per_op(with, without, iters) {
-        Outcome::Measured { extra, iters } => Outcome::Measured { extra: extra / 2, iters },
+        Outcome::Measured { extra, iters } => Outcome::Measured {
+            extra: extra / 2,
+            iters,
+        },
         other => other,
     }
 }

@@ -33,8 +33,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod active;
-mod passthrough;
 mod dispatch;
+mod passthrough;
 mod priority;
 mod report;
 mod sgi;
@@ -50,7 +50,15 @@ use report::Tally;
 veil_guest_rt::guest!(name: "irq", main: main);
 
 /// Every test, by its `irq.test=` name.
-const TESTS: [&str; 7] = ["vtimer", "ptimer", "sgi", "priority", "active", "uart-rx", "passthrough"];
+const TESTS: [&str; 7] = [
+    "vtimer",
+    "ptimer",
+    "sgi",
+    "priority",
+    "active",
+    "uart-rx",
+    "passthrough",
+];
 
 fn main(_dtb: usize) -> ! {
     let args = dtb::bootargs().unwrap_or("");

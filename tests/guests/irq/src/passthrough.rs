@@ -77,7 +77,10 @@ pub fn run(tally: &mut Tally) {
     let signature = fw_cfg_signature();
     tally.check(
         &signature == b"QEMU",
-        format_args!("passthrough: fw_cfg at {FW_CFG:#x} reads signature {:?}", core::str::from_utf8(&signature)),
+        format_args!(
+            "passthrough: fw_cfg at {FW_CFG:#x} reads signature {:?}",
+            core::str::from_utf8(&signature)
+        ),
         format_args!("\"QEMU\", the host device itself"),
     );
     let id0 = rtc_read(rtc::PERIPH_ID0);
@@ -99,7 +102,10 @@ pub fn run(tally: &mut Tally) {
     rtc_write(rtc::MR, now.wrapping_add(2));
     rtc_write(rtc::IMSC, 1);
     unmask_irqs();
-    let got = wait::until(|| INTERRUPTS.load(Ordering::Relaxed) > 0, 5 * wait::frequency());
+    let got = wait::until(
+        || INTERRUPTS.load(Ordering::Relaxed) > 0,
+        5 * wait::frequency(),
+    );
     // A little longer: a second delivery would be a deactivation that did not happen.
     wait::until(|| false, wait::frequency() / 10);
     mask_irqs();
@@ -110,7 +116,10 @@ pub fn run(tally: &mut Tally) {
         format_args!("passthrough: the RTC's match interrupt arrived as INTID {INTID} {interrupts} time(s) (match at {})", now.wrapping_add(2)),
         format_args!("once, within 5 s"),
     );
-    let (other, raised) = (OTHER.load(Ordering::Relaxed), STILL_RAISED.load(Ordering::Relaxed));
+    let (other, raised) = (
+        OTHER.load(Ordering::Relaxed),
+        STILL_RAISED.load(Ordering::Relaxed),
+    );
     tally.check(
         other == 0 && raised == 0,
         format_args!("passthrough: {other} other interrupts, the RTC still raised after clearing {raised} time(s)"),

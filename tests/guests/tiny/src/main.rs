@@ -71,7 +71,11 @@ fn unmapped_read() -> ! {
         value = Some(unsafe { (UNMAPPED_IPA as *const u32).read_volatile() });
     });
     match info {
-        Some(info) if info.ec() == 0x25 && info.iss() & 0x3f == 0x10 && info.far == UNMAPPED_IPA as u64 => {
+        Some(info)
+            if info.ec() == 0x25
+                && info.iss() & 0x3f == 0x10
+                && info.far == UNMAPPED_IPA as u64 =>
+        {
             println!(
                 "tiny: ok unmapped read raised a synchronous external abort: ESR={:#x} FAR={:#x}",
                 info.esr, info.far
@@ -82,7 +86,10 @@ fn unmapped_read() -> ! {
             "tiny: FAIL unmapped read raised ESR={:#x} FAR={:#x}, expected EC=0x25 DFSC=0x10 FAR={:#x}",
             info.esr, info.far, UNMAPPED_IPA
         ),
-        None => println!("tiny: FAIL unmapped read returned {:#x}", value.unwrap_or(0)),
+        None => println!(
+            "tiny: FAIL unmapped read returned {:#x}",
+            value.unwrap_or(0)
+        ),
     }
     power_off()
 }
