@@ -9,6 +9,7 @@ use super::{IrqLine, MmioDevice, MmioError};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Mutex;
 
 /// Register offsets (PL011 TRM, table 3-1).
@@ -45,6 +46,20 @@ const RX_FIFO_DEPTH: usize = 32;
 /// A partial line is flushed once it is this long, so output never waits forever.
 const LINE_MAX: usize = 256;
 
+/// UARTFR for a receive FIFO holding `queued` bytes. TXFF is never set: output leaves at
+/// once, so the transmit FIFO is always empty (TXFE).
+const fn flags_for(queued: usize) -> u32 {
+    let _ = FR_TXFF;
+    let mut fr = FR_TXFE;
+    if queued == 0 {
+        fr |= FR_RXFE;
+    }
+    if queued >= RX_FIFO_DEPTH {
+        fr |= FR_RXFF;
+    }
+    fr
+}
+
 /// Where a virtual UART's output goes.
 pub trait ConsoleSink: Send + Sync {
     fn write(&self, bytes: &[u8]);
@@ -69,6 +84,10 @@ struct State {
 /// One guest's PL011.
 pub struct VirtualPl011<S: ConsoleSink> {
     state: Mutex<State>,
+    /// UARTFR as it stands, rewritten under the lock whenever the receive FIFO changes: the
+    /// register drivers poll around every byte they send, answered without the lock (reading
+    /// it has no side effect).
+    flags: AtomicU32,
     sink: S,
     /// Collect output into whole lines before handing it to the sink (several VMs share one
     /// console); otherwise every byte goes out at once (an interactive shell's prompt).
@@ -105,6 +124,7 @@ impl<S: ConsoleSink> VirtualPl011<S> {
                 ilpr: 0,
                 irq_level: false,
             }),
+            flags: AtomicU32::new(flags_for(0)),
             sink,
             line_buffered,
             irq,
@@ -139,6 +159,7 @@ impl<S: ConsoleSink> VirtualPl011<S> {
         let mut s = self.state.lock();
         if s.rx.len() < RX_FIFO_DEPTH {
             s.rx.push_back(byte);
+            self.flags.store(flags_for(s.rx.len()), Ordering::Relaxed);
             s.ris |= INT_RX;
             self.update_line(&mut s);
         }
@@ -169,14 +190,18 @@ impl<S: ConsoleSink> MmioDevice for VirtualPl011<S> {
     }
 
     fn read(&self, offset: u64, size: u8) -> Result<u64, MmioError> {
-        if size > 4 || offset % size as u64 != 0 {
+        if size > 4 || offset & (size as u64).wrapping_sub(1) != 0 {
             return Err(MmioError::BadAccess);
+        }
+        if offset == reg::FR {
+            return Ok(u64::from(self.flags.load(Ordering::Relaxed)));
         }
         let mut s = self.state.lock();
         let value = match offset {
             reg::DR => {
                 let had_input = !s.rx.is_empty();
                 let byte = s.rx.pop_front().unwrap_or(0);
+                self.flags.store(flags_for(s.rx.len()), Ordering::Relaxed);
                 if had_input && s.rx.is_empty() {
                     s.ris &= !INT_RX;
                     self.update_line(&mut s);
@@ -189,17 +214,6 @@ impl<S: ConsoleSink> MmioDevice for VirtualPl011<S> {
                 byte as u32
             }
             reg::RSR_ECR => 0,
-            reg::FR => {
-                let mut fr = FR_TXFE;
-                if s.rx.is_empty() {
-                    fr |= FR_RXFE;
-                }
-                if s.rx.len() >= RX_FIFO_DEPTH {
-                    fr |= FR_RXFF;
-                }
-                let _ = FR_TXFF; // the transmit FIFO never fills: output leaves at once
-                fr
-            }
             reg::ILPR => s.ilpr,
             reg::IBRD => s.ibrd,
             reg::FBRD => s.fbrd,
@@ -220,7 +234,7 @@ impl<S: ConsoleSink> MmioDevice for VirtualPl011<S> {
     }
 
     fn write(&self, offset: u64, size: u8, value: u64) -> Result<(), MmioError> {
-        if size > 4 || offset % size as u64 != 0 {
+        if size > 4 || offset & (size as u64).wrapping_sub(1) != 0 {
             return Err(MmioError::BadAccess);
         }
         let value = value as u32;

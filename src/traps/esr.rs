@@ -158,17 +158,13 @@ impl DataAbort {
 
 /// Sign- or zero-extends a loaded MMIO value as the faulting load would have, per SSE and SF.
 pub const fn extend_load(value: u64, size: u8, sign_extend: bool, sixty_four: bool) -> u64 {
-    let bits = size as u32 * 8;
-    let value = if bits >= 64 {
-        value
+    // The loaded bytes at the top of the register, then shifted back down: arithmetically
+    // when sign-extending, logically otherwise. Two shifts, no masks.
+    let shift = if size >= 8 { 0 } else { 64 - 8 * size as u32 };
+    let extended = if sign_extend {
+        ((value << shift) as i64 >> shift) as u64
     } else {
-        value & ((1u64 << bits) - 1)
-    };
-    let extended = if sign_extend && bits < 64 {
-        let shift = 64 - bits;
-        (((value << shift) as i64) >> shift) as u64
-    } else {
-        value
+        (value << shift) >> shift
     };
     if sixty_four {
         extended
@@ -308,6 +304,23 @@ mod tests {
         assert_eq!(extend_load(0xdead_beef_0000_0001, 8, false, false), 1);
         // Bytes above the access size are dropped even without sign extension.
         assert_eq!(extend_load(0xffff_ff01, 1, false, true), 0x01);
+        // Against the definition, for every width and flag, on values with every top bit.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for size in [1u8, 2, 4, 8] {
+                for (sign, sf) in [(false, false), (false, true), (true, false), (true, true)] {
+                    let bits = size as u32 * 8;
+                    let kept = if bits == 64 { x } else { x & ((1 << bits) - 1) };
+                    let top = bits < 64 && kept >> (bits - 1) != 0;
+                    let wide = if sign && top { kept | !0 << bits } else { kept };
+                    let want = if sf { wide } else { wide & 0xffff_ffff };
+                    assert_eq!(extend_load(x, size, sign, sf), want, "{x:#x} {size} {sign} {sf}");
+                }
+            }
+        }
     }
 
     #[test]

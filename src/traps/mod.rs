@@ -9,6 +9,7 @@
 pub mod context;
 pub mod data_abort;
 pub mod esr;
+pub mod fast_mmio;
 pub mod inject;
 pub mod insn;
 pub mod smccc;

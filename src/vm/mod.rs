@@ -416,7 +416,10 @@ impl Vm {
         } else {
             String::new()
         };
-        let mut mmio = MmioBus::new();
+        let mut mmio = MmioBus::with_index(
+            virtual_board::DEVICE_WINDOW_BASE,
+            virtual_board::DEVICE_WINDOW_SIZE,
+        );
         let uart_line = VgicLine {
             routing: irq.clone(),
             intid: virtual_board::spi_intid(virtual_board::PL011_SPI),
@@ -441,7 +444,7 @@ impl Vm {
             window: VirtualGicd::new(vgic.clone(), RunningVcpu),
             routing: irq.clone(),
         };
-        mmio.add(virtual_board::GICD_BASE, vgic::GICD_WINDOW, Box::new(gicd))
+        mmio.add_vgic_window(virtual_board::GICD_BASE, vgic::GICD_WINDOW, Box::new(gicd))
             .expect("the virtual board's devices do not overlap");
         if let Some(gicr) = VirtualGicr::new(vgic.clone()) {
             let size = virtual_board::gicr_size(vcpu_count).expect("vCPU count checked above");
@@ -449,7 +452,7 @@ impl Vm {
                 window: gicr,
                 routing: irq.clone(),
             };
-            mmio.add(virtual_board::GICR_BASE, size, Box::new(gicr))
+            mmio.add_vgic_window(virtual_board::GICR_BASE, size, Box::new(gicr))
                 .expect("the virtual board's devices do not overlap");
         }
         // The guest's RTC counts from the host's wall clock; its own writes shift only its view.

@@ -70,6 +70,11 @@ pub const VIRTIO_MMIO_SLOTS: u32 = 32;
 /// DTB SPI number of slot 0; slot `n` uses SPI `VIRTIO_MMIO_FIRST_SPI + n` (INTID 48 + n).
 pub const VIRTIO_MMIO_FIRST_SPI: u32 = 16;
 
+/// Where the board's devices are: from the GIC to the end of the virtio-mmio slots, with room
+/// to spare. Each VM's MMIO bus indexes this window (`devices::MmioBus::with_index`).
+pub const DEVICE_WINDOW_BASE: u64 = 0x0800_0000;
+pub const DEVICE_WINDOW_SIZE: u64 = 0x0400_0000;
+
 /// EL1 virtual timer PPI as an INTID (DTB PPI 11); the one Linux uses in a guest.
 pub const VIRT_TIMER_INTID: u32 = 27;
 /// EL1 non-secure physical timer PPI as an INTID (DTB PPI 14).

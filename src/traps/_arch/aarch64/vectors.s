@@ -16,6 +16,8 @@
 .equ PERCPU_STACK,  8
 .equ PERCPU_ID_REGS, 16
 
+.equ MMIO_DONE_RELOAD_ALL, 2      // traps::fast_mmio::DONE_RELOAD_ALL
+
 .equ EXIT_SYNC,     0
 .equ EXIT_IRQ,      1
 .equ EXIT_FIQ,      2
@@ -113,12 +115,15 @@ el2_vectors:
 //    traps::smccc's: see Call::from_fid and `fast_answer` in its tests.
 //  - MRS of an ID register (op0=3, op1=0, CRn=0, CRm=1..7), answered from the VM's sanitized
 //    table (vm::id_regs), whose address the per-CPU block holds.
-// Everything else takes the full exit below.
+// Data aborts go to .Lfast_dabt, which saves half the registers and tries the short MMIO
+// exit. Everything else takes the full exit below.
 __guest_sync:
     stp     x0, x1, [sp, #-32]!
     stp     x2, x3, [sp, #16]
     mrs     x2, esr_el2
     lsr     x3, x2, #26
+    cmp     x3, #0x24                   // EC: data abort from a lower EL
+    b.eq    .Lfast_dabt
     cmp     x3, #0x16                   // EC: HVC (AArch64)
     b.eq    .Lfast_hvc
     cmp     x3, #0x18                   // EC: MSR/MRS
@@ -203,6 +208,70 @@ __guest_sync:
     ldp     x2, x3, [sp, #16]
     ldp     x0, x1, [sp], #32
     eret
+
+// A data abort from the guest: almost always an access to an emulated device, tried on the
+// short exit first (traps::fast_mmio). All general-purpose registers go to the vCPU's register
+// file but not ELR_EL2 and SPSR_EL2, and on the way back only x0-x18 and x30 (the registers a
+// Rust call may clobber) are reloaded, plus x19-x29 when the access loaded one of them:
+// handle_mmio_exit answers MMIO_DONE, MMIO_DONE_RELOAD_ALL or MMIO_FULL_EXIT. The full exit
+// saves ELR_EL2 and SPSR_EL2 too and starts the access over.
+.Lfast_dabt:
+    mrs     x0, tpidr_el2
+    ldr     x0, [x0, #PERCPU_REGS]
+    stp     x4, x5, [x0, #32]
+    stp     x6, x7, [x0, #48]
+    stp     x8, x9, [x0, #64]
+    stp     x10, x11, [x0, #80]
+    stp     x12, x13, [x0, #96]
+    stp     x14, x15, [x0, #112]
+    stp     x16, x17, [x0, #128]
+    stp     x18, x19, [x0, #144]
+    stp     x20, x21, [x0, #160]
+    stp     x22, x23, [x0, #176]
+    stp     x24, x25, [x0, #192]
+    stp     x26, x27, [x0, #208]
+    stp     x28, x29, [x0, #224]
+    str     x30, [x0, #240]
+    ldp     x4, x5, [sp, #16]
+    stp     x4, x5, [x0, #16]
+    ldp     x4, x5, [sp], #32
+    stp     x4, x5, [x0, #0]
+    mov     x1, x2                      // ESR_EL2
+    bl      handle_mmio_exit
+    cbz     x0, .Lmmio_reload           // MMIO_DONE
+    cmp     x0, #MMIO_DONE_RELOAD_ALL
+    b.ne    .Lmmio_full_exit
+    mrs     x0, tpidr_el2
+    ldr     x0, [x0, #PERCPU_REGS]
+    ldr     x19, [x0, #152]
+    ldp     x20, x21, [x0, #160]
+    ldp     x22, x23, [x0, #176]
+    ldp     x24, x25, [x0, #192]
+    ldp     x26, x27, [x0, #208]
+    ldp     x28, x29, [x0, #224]
+.Lmmio_reload:
+    mrs     x0, tpidr_el2
+    ldr     x0, [x0, #PERCPU_REGS]
+    ldp     x2, x3, [x0, #16]
+    ldp     x4, x5, [x0, #32]
+    ldp     x6, x7, [x0, #48]
+    ldp     x8, x9, [x0, #64]
+    ldp     x10, x11, [x0, #80]
+    ldp     x12, x13, [x0, #96]
+    ldp     x14, x15, [x0, #112]
+    ldp     x16, x17, [x0, #128]
+    ldr     x18, [x0, #144]
+    ldr     x30, [x0, #240]
+    ldp     x0, x1, [x0, #0]
+    eret
+.Lmmio_full_exit:
+    mrs     x0, tpidr_el2
+    ldr     x0, [x0, #PERCPU_REGS]
+    mrs     x2, elr_el2
+    mrs     x3, spsr_el2
+    stp     x2, x3, [x0, #REGS_ELR]
+    mov     x1, #EXIT_SYNC
+    // fall through
 
 __guest_exit_common:
     bl      handle_guest_exit
