@@ -50,7 +50,7 @@ pub mod context {
 /// Most physical CPUs Veil drives (`MAX_CPUS` in `linker/veil.ld`).
 pub const MAX_CPUS: usize = 8;
 
-/// One physical CPU's private state. The first two fields are read by the exception vectors
+/// One physical CPU's private state. The first four fields are read by the exception vectors
 /// (`traps/_arch/aarch64/vectors.s`) at fixed offsets.
 #[repr(C)]
 pub struct PerCpu {
@@ -61,6 +61,9 @@ pub struct PerCpu {
     /// Offset 16: the loaded vCPU's VM's sanitized ID registers (`vm::id_regs`), which the
     /// vectors answer trapped ID-register reads from without entering Rust.
     id_regs: *const u64,
+    /// Offset 24: the loaded vCPU's VM's published device registers, which the vectors answer
+    /// 32-bit reads of without entering Rust (`devices::read_cells`).
+    read_cells: *const crate::devices::read_cells::ReadCells,
     /// Linear index (0 = the boot CPU).
     pub index: usize,
     /// The started vCPUs pinned to this CPU (see [`sched`]).
@@ -76,6 +79,7 @@ pub struct PerCpu {
 const _: () = assert!(core::mem::offset_of!(PerCpu, guest_regs) == 0);
 const _: () = assert!(core::mem::offset_of!(PerCpu, stack_top) == 8);
 const _: () = assert!(core::mem::offset_of!(PerCpu, id_regs) == 16);
+const _: () = assert!(core::mem::offset_of!(PerCpu, read_cells) == 24);
 
 struct PerCpuSlot(UnsafeCell<PerCpu>);
 
@@ -88,6 +92,7 @@ static PER_CPU: [PerCpuSlot; MAX_CPUS] = [const {
         guest_regs: core::ptr::null_mut(),
         stack_top: 0,
         id_regs: core::ptr::null(),
+        read_cells: core::ptr::null(),
         index: 0,
         vcpus: Vec::new(),
         current: None,

@@ -206,6 +206,7 @@ impl PerCpu {
         crate::interrupts::vcpu_leaves(v);
         self.guest_regs = core::ptr::null_mut();
         self.id_regs = core::ptr::null();
+        self.read_cells = core::ptr::null();
     }
 
     /// Loads vCPU `i`'s state into the hardware.
@@ -222,6 +223,7 @@ impl PerCpu {
         super::el2::trap_wfe(shared);
         self.guest_regs = &mut v.regs;
         self.id_regs = v.vm.id_regs.as_ptr();
+        self.read_cells = &v.vm.read_cells;
         CURRENT_VCPU[self.index].store(v.index, Ordering::Relaxed);
         self.current = Some(i);
         self.slice_end = crate::timer::physical_count() + crate::timer::frequency() / SLICE_HZ;

@@ -7,6 +7,7 @@
 
 pub mod pl011;
 pub mod pl031;
+pub mod read_cells;
 pub mod virtio_mmio;
 
 use alloc::boxed::Box;

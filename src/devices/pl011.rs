@@ -138,6 +138,11 @@ impl<S: ConsoleSink> VirtualPl011<S> {
         self
     }
 
+    /// The registers whose 32-bit reads a cell answers (`devices::read_cells`): UARTFR.
+    pub fn published(&self) -> impl Iterator<Item = (u64, &AtomicU32)> {
+        [(reg::FR, &self.flags)].into_iter()
+    }
+
     /// Whether the receive FIFO can take another byte.
     pub fn rx_has_room(&self) -> bool {
         self.state.lock().rx.len() < RX_FIFO_DEPTH

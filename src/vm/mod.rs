@@ -18,6 +18,7 @@ pub mod virtual_board;
 use crate::devices::{
     MmioBus,
     pl011::{ConsoleSink, VirtualPl011},
+    read_cells::ReadCells,
     pl031::{CounterClock, VirtualPl031},
     virtio_mmio::EmptyVirtioMmio,
 };
@@ -152,6 +153,8 @@ pub struct Vm {
     /// VTTBR_EL2 while this VM runs.
     pub vttbr: u64,
     pub mmio: MmioBus,
+    /// The device registers the exception vectors answer 32-bit reads of by themselves.
+    pub read_cells: ReadCells,
     /// The VM's UART, also reachable from the host console's input.
     pub uart: Arc<VirtualPl011<VmConsole>>,
     /// The VM's interrupt controller and the delivery of its interrupts.
@@ -170,6 +173,29 @@ pub struct Vm {
     /// near zero.
     pub counter_offset: u64,
     state: AtomicU8,
+}
+
+/// The table of registers the vectors answer (`devices::read_cells`): the UART's flags, the
+/// distributor's control, type and implementer registers, each redistributor's control. A
+/// register whose slot is taken is left to its device, and said so.
+fn publish_registers(uart: &VirtualPl011<VmConsole>, vgic: &Vgic) -> ReadCells {
+    let mut cells = ReadCells::new();
+    let uart_registers = uart
+        .published()
+        .map(|(offset, cell)| (virtual_board::PL011_BASE + offset, cell));
+    let gic_registers = vgic.published().map(|(window, offset, cell)| {
+        let base = match window {
+            vgic::Window::Distributor => virtual_board::GICD_BASE,
+            vgic::Window::Redistributors => virtual_board::GICR_BASE,
+        };
+        (base + offset, cell)
+    });
+    for (ipa, cell) in uart_registers.chain(gic_registers) {
+        if let Err(why) = cells.publish(ipa, cell) {
+            log::debug!("register at {ipa:#x} not answered by the vectors: {why:?}");
+        }
+    }
+    cells
 }
 
 /// Why a VM could not be built. Each names what to fix.
@@ -489,6 +515,7 @@ impl Vm {
             )
             .expect("the virtual board's devices do not overlap");
         }
+        let read_cells = publish_registers(&uart, &vgic);
         let vmid = (id + 1) as u8;
         // The boot vCPU starts at the kernel's entry with the DTB in x0 (the Linux boot
         // protocol); the others wait for the guest's PSCI CPU_ON.
@@ -508,6 +535,7 @@ impl Vm {
             vttbr: stage2::vttbr(table.root(), vmid),
             stage2: Mutex::new(table),
             mmio,
+            read_cells,
             uart,
             irq,
             id_regs: IdRegs::sanitize(&host.id_regs, gic, stage2::GUEST_PA_RANGE),

@@ -30,7 +30,7 @@ use alloc::sync::Arc;
 pub const GICD_WINDOW: u64 = 0x1_0000;
 
 /// Register offsets that are not per-INTID arrays.
-mod reg {
+pub(super) mod reg {
     pub const CTLR: u64 = 0x000;
     pub const TYPER: u64 = 0x004;
     pub const IIDR: u64 = 0x008;
@@ -145,7 +145,7 @@ impl Reg {
 }
 
 impl State {
-    fn gicd_ctlr(&self) -> u32 {
+    pub(super) fn gicd_ctlr(&self) -> u32 {
         let mut v = 0;
         if self.grp0_enabled {
             v |= CTLR_ENABLE_GRP0;
@@ -159,7 +159,7 @@ impl State {
         v
     }
 
-    fn gicd_typer(&self) -> u32 {
+    pub(super) fn gicd_typer(&self) -> u32 {
         // ITLinesNumber: 32 * (N + 1) INTIDs; nr_spis is a multiple of 32.
         let lines = self.cfg.nr_spis / 32;
         match self.cfg.model {

@@ -108,6 +108,22 @@ impl IrqIndex {
     }
 
     /// Calls `f` with each INTID ready for `vcpu`, in increasing order.
+    /// Routes each of the `spis` SPIs to the vCPUs in `routed` (and to no other).
+    pub fn route_all_spis(&mut self, spis: u32, routed: VcpuSet) {
+        for (vcpu, row) in self.spi_routed.chunks_exact_mut(self.words.max(1)).enumerate() {
+            for (w, word) in row.iter_mut().enumerate() {
+                *word = if routed.contains(vcpu) { !0 } else { 0 };
+                // Bits past the last SPI stay clear, as `set_route` leaves them.
+                let first = w as u32 * WORD_BITS;
+                if first >= spis {
+                    *word = 0;
+                } else if spis - first < WORD_BITS {
+                    *word &= (1u64 << (spis - first)) - 1;
+                }
+            }
+        }
+    }
+
     #[inline]
     pub fn for_each_ready(&self, vcpu: usize, mut f: impl FnMut(u32)) {
         let Some(&private) = self.private_ready.get(vcpu) else {

@@ -201,7 +201,13 @@ impl State {
             kicks: VcpuSet::empty(),
             index: IrqIndex::new(cfg.nr_vcpus, cfg.nr_spis),
         };
-        state.reindex_all();
+        // Out of reset nothing is pending or active, so the delivery index is empty but for
+        // the SPIs' routes, all alike: one route computed for all of them instead of a full
+        // scan (which cost about 11,000 instructions of Veil's boot). Tests compare with a scan.
+        if let Some(spi) = state.spis.first() {
+            let routed = state.routed(0, PRIVATE_COUNT, spi);
+            state.index.route_all_spis(cfg.nr_spis, routed);
+        }
         state
     }
 

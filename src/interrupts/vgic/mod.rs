@@ -63,6 +63,7 @@ pub use sgi::SgiRegister;
 pub use vcpu_set::{MAX_VCPUS, VcpuSet};
 
 use crate::devices::MmioError;
+use core::sync::atomic::{AtomicU32, Ordering};
 use irq_state::State;
 use spin::Mutex;
 
@@ -133,15 +134,69 @@ impl VgicConfig {
 pub struct Vgic {
     cfg: VgicConfig,
     state: Mutex<State>,
+    /// Registers published for the vectors to answer (`devices::read_cells`), kept equal to
+    /// what the model reads: each is rewritten under the lock by whatever changes it.
+    cells: Cells,
+}
+
+/// Which register window a published register is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    Distributor,
+    Redistributors,
+}
+
+/// The vGIC's published registers.
+struct Cells {
+    /// GICD_CTLR: changes with the guest's writes to it.
+    gicd_ctlr: AtomicU32,
+    /// GICD_TYPER, GICD_IIDR: fixed by the configuration.
+    gicd_typer: AtomicU32,
+    gicd_iidr: AtomicU32,
+    /// GICR_CTLR, every redistributor's: reads as zero (no LPIs, no write ever pending).
+    gicr_ctlr: AtomicU32,
 }
 
 impl Vgic {
     /// A vGIC in its reset state: everything disabled and inactive, SGIs enabled.
     pub fn new(cfg: VgicConfig) -> Self {
+        let state = State::new(cfg);
+        let cells = Cells {
+            gicd_ctlr: AtomicU32::new(state.gicd_ctlr()),
+            gicd_typer: AtomicU32::new(state.gicd_typer()),
+            gicd_iidr: AtomicU32::new(distributor::IIDR),
+            gicr_ctlr: AtomicU32::new(0),
+        };
         Vgic {
             cfg,
-            state: Mutex::new(State::new(cfg)),
+            state: Mutex::new(state),
+            cells,
         }
+    }
+
+    /// The registers a 32-bit read may take from a cell (`devices::read_cells`), as offsets
+    /// into the distributor's window and into the redistributor region.
+    pub fn published(&self) -> impl Iterator<Item = (Window, u64, &AtomicU32)> {
+        let c = &self.cells;
+        let gicd = [
+            (distributor::reg::CTLR, &c.gicd_ctlr),
+            (distributor::reg::TYPER, &c.gicd_typer),
+            (distributor::reg::IIDR, &c.gicd_iidr),
+        ]
+        .into_iter()
+        .map(|(offset, cell)| (Window::Distributor, offset, cell));
+        let redistributors = match self.cfg.model {
+            GicModel::V3 => self.cfg.nr_vcpus,
+            GicModel::V2 => 0,
+        };
+        let gicr = (0..redistributors).map(move |v| {
+            (
+                Window::Redistributors,
+                v as u64 * GICR_STRIDE,
+                &c.gicr_ctlr,
+            )
+        });
+        gicd.chain(gicr)
     }
 
     pub fn config(&self) -> VgicConfig {
@@ -154,8 +209,27 @@ impl Vgic {
         let mut state = self.state.lock();
         let result = f(&mut state);
         #[cfg(test)]
-        state.check_invariants();
+        {
+            state.check_invariants();
+            self.check_cells(&state);
+        }
         result
+    }
+
+    /// Every published register reads from its cell what the model answers.
+    #[cfg(test)]
+    fn check_cells(&self, state: &State) {
+        for (window, offset, cell) in self.published() {
+            let model = match window {
+                Window::Distributor => state.gicd_read(0, offset, 4),
+                Window::Redistributors => state.gicr_read(offset, 4),
+            };
+            assert_eq!(
+                Ok(u64::from(cell.load(Ordering::Relaxed))),
+                model,
+                "{window:?} register {offset:#x}: the cell disagrees with the model"
+            );
+        }
     }
 
     /// A distributor read by vCPU `vcpu` (whose SGIs and PPIs a GICv2 distributor shows).
@@ -171,7 +245,11 @@ impl Vgic {
         size: u8,
         value: u64,
     ) -> Result<(), MmioError> {
-        self.locked(|s| s.gicd_write(vcpu, offset, size, value))
+        self.locked(|s| {
+            let result = s.gicd_write(vcpu, offset, size, value);
+            self.cells.gicd_ctlr.store(s.gicd_ctlr(), Ordering::Relaxed);
+            result
+        })
     }
 
     /// A read at `offset` into the redistributor region (GICv3 only; GICv2: `BadAccess`).

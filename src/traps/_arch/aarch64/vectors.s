@@ -15,6 +15,7 @@
 .equ PERCPU_REGS,   0
 .equ PERCPU_STACK,  8
 .equ PERCPU_ID_REGS, 16
+.equ PERCPU_READ_CELLS, 24
 
 .equ MMIO_DONE_RELOAD_ALL, 2      // traps::fast_mmio::DONE_RELOAD_ALL
 
@@ -108,15 +109,16 @@ el2_vectors:
     VECTOR_ENTRY EL2_EXCEPTION EXIT_FIQ
     VECTOR_ENTRY EL2_EXCEPTION EXIT_SERROR
 
-// A synchronous exit. Two kinds are answered right here, with four scratch registers on the
+// A synchronous exit. Three kinds are answered right here, with four scratch registers on the
 // EL2 stack and nothing else saved, because they change no state and are frequent:
 //  - HVC #0 calls whose answer is a constant: PSCI_VERSION, SMCCC_VERSION, and any function ID
 //    of an SMCCC owner Veil implements nothing for (NOT_SUPPORTED). The rules are the same as
 //    traps::smccc's: see Call::from_fid and `fast_answer` in its tests.
 //  - MRS of an ID register (op0=3, op1=0, CRn=0, CRm=1..7), answered from the VM's sanitized
 //    table (vm::id_regs), whose address the per-CPU block holds.
-// Data aborts go to .Lfast_dabt, which saves half the registers and tries the short MMIO
-// exit. Everything else takes the full exit below.
+//  - 32-bit loads of the device registers the VM publishes (devices::read_cells).
+// Other data aborts take a shorter exit into Rust (.Lmmio_short); everything else takes the
+// full exit below.
 __guest_sync:
     stp     x0, x1, [sp, #-32]!
     stp     x2, x3, [sp, #16]
@@ -182,40 +184,76 @@ __guest_sync:
     cbz     x1, .Lfast_none
     ldr     x3, [x1, x3, lsl #3]        // the sanitized value
     ubfx    x2, x2, #5, #5              // Rt
-    mrs     x1, elr_el2                 // step past the MRS
+    // fall through
+
+// Completes an instruction answered here: x3 is the value for register x2 (Rt; 31 = XZR),
+// the guest's x0-x3 are on the stack.
+.Lanswer_rt:
+    mrs     x1, elr_el2                 // step past the instruction
     add     x1, x1, #4
     msr     elr_el2, x1
     cmp     x2, #4
-    b.hs    .Lsysreg_high
+    b.hs    .Lanswer_high
     str     x3, [sp, x2, lsl #3]        // Rt = x0..x3: its saved slot
     ldp     x2, x3, [sp, #16]
     ldp     x0, x1, [sp], #32
     eret
-.Lsysreg_high:
-    adr     x1, .Lsysreg_move
+.Lanswer_high:
+    adr     x1, .Lanswer_move
     sub     x2, x2, #4
     add     x1, x1, x2, lsl #3
     br      x1
     // One `mov xN, x3; b` pair per Rt = 4..31 (31: XZR, the value is dropped).
-.Lsysreg_move:
+.Lanswer_move:
     .irp n, 4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30
     mov     x\n, x3
-    b       .Lsysreg_done
+    b       .Lanswer_done
     .endr
-    b       .Lsysreg_done
+    b       .Lanswer_done
     nop
-.Lsysreg_done:
+.Lanswer_done:
     ldp     x2, x3, [sp, #16]
     ldp     x0, x1, [sp], #32
     eret
 
-// A data abort from the guest: almost always an access to an emulated device, tried on the
-// short exit first (traps::fast_mmio). All general-purpose registers go to the vCPU's register
+// A data abort: first, a 32-bit load of a register the VM publishes (devices::read_cells)
+// is answered from its cell. ISS (ESR_EL2 for EC 0x24): ISV[24] = 1, SAS[23:22] = 2 (word),
+// SSE[21] = 0, S1PTW[7] = 0, WnR[6] = 0, checked under one mask. A big-endian guest
+// (SCTLR_EL1.EE or E0E) would need the bytes swapped: it goes the long way.
+.Lfast_dabt:
+    mov     x3, #0x00c0
+    movk    x3, #0x01e0, lsl #16
+    and     x3, x2, x3
+    mov     x1, #0x01800000
+    cmp     x3, x1
+    b.ne    .Lmmio_short
+    mrs     x1, sctlr_el1
+    tst     x1, #0x3000000
+    b.ne    .Lmmio_short
+    mrs     x0, tpidr_el2
+    ldr     x0, [x0, #PERCPU_READ_CELLS]
+    cbz     x0, .Lmmio_short
+    mrs     x3, hpfar_el2               // FIPA[43:4] = IPA[51:12]
+    mrs     x1, far_el2
+    lsl     x3, x3, #8
+    bfxil   x3, x1, #0, #12             // x3 = the IPA
+    eor     x1, x3, x3, lsr #14         // the slot: read_cells::slot_of
+    ubfx    x1, x1, #2, #6
+    add     x0, x0, x1, lsl #4
+    ldp     x1, x0, [x0]                // the slot's IPA and cell
+    cmp     x1, x3
+    b.ne    .Lmmio_short
+    ldr     w3, [x0]                    // the register's value
+    ubfx    x2, x2, #16, #5             // SRT
+    b       .Lanswer_rt
+
+// A data abort the cells do not answer: almost always an access to an emulated device, tried
+// on the short exit first (traps::fast_mmio). All general-purpose registers go to the vCPU's register
 // file but not ELR_EL2 and SPSR_EL2, and on the way back only x0-x18 and x30 (the registers a
 // Rust call may clobber) are reloaded, plus x19-x29 when the access loaded one of them:
 // handle_mmio_exit answers MMIO_DONE, MMIO_DONE_RELOAD_ALL or MMIO_FULL_EXIT. The full exit
 // saves ELR_EL2 and SPSR_EL2 too and starts the access over.
-.Lfast_dabt:
+.Lmmio_short:
     mrs     x0, tpidr_el2
     ldr     x0, [x0, #PERCPU_REGS]
     stp     x4, x5, [x0, #32]
