@@ -36,6 +36,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod board;
+mod destinations;
 mod holes;
 mod initrd;
 mod mmio;

@@ -95,6 +95,7 @@ macro_rules! access {
 pub fn run(tally: &mut Tally, host: &Host) {
     let saved_ibrd = reg32(UARTIBRD);
     widths(tally);
+    crate::destinations::run(tally);
     refused_widths(tally, host);
     pairs(tally);
     writeback(tally);
