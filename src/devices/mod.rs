@@ -256,13 +256,32 @@ mod tests {
         let mut indexed = MmioBus::with_index(0x0800_0000, 0x0400_0000);
         let mut scanned = MmioBus::new();
         for (i, &(base, size)) in layout.iter().enumerate() {
-            indexed.add(base, size, Box::new(Fixed(i as u64 * 0x1_0000_0000))).unwrap();
-            scanned.add(base, size, Box::new(Fixed(i as u64 * 0x1_0000_0000))).unwrap();
+            indexed
+                .add(base, size, Box::new(Fixed(i as u64 * 0x1_0000_0000)))
+                .unwrap();
+            scanned
+                .add(base, size, Box::new(Fixed(i as u64 * 0x1_0000_0000)))
+                .unwrap();
         }
         let read = |bus: &MmioBus, ipa| bus.find(ipa).map(|(d, o)| (d.read(o, 4).unwrap(), o));
-        let mut probes = vec![0, 0xff, 0x100, 0x10f, 0x110, u64::MAX, 0x0c00_0000, 0x0c01_ffff];
+        let mut probes = vec![
+            0,
+            0xff,
+            0x100,
+            0x10f,
+            0x110,
+            u64::MAX,
+            0x0c00_0000,
+            0x0c01_ffff,
+        ];
         for &(base, size) in layout {
-            for ipa in [base, base + 1, base + size - 1, base + size, base.wrapping_sub(1)] {
+            for ipa in [
+                base,
+                base + 1,
+                base + size - 1,
+                base + size,
+                base.wrapping_sub(1),
+            ] {
                 probes.push(ipa);
             }
         }
@@ -271,7 +290,10 @@ mod tests {
         for ipa in probes {
             assert_eq!(read(&indexed, ipa), read(&scanned, ipa), "{ipa:#x}");
         }
-        assert_eq!(read(&indexed, 0x0900_8004), Some((3 * 0x1_0000_0000 + 4, 4)));
+        assert_eq!(
+            read(&indexed, 0x0900_8004),
+            Some((3 * 0x1_0000_0000 + 4, 4))
+        );
         assert_eq!(read(&indexed, 0x0900_4000), None);
     }
 

@@ -164,7 +164,13 @@ mod tests {
     #[test]
     fn the_hash_is_what_the_vectors_compute() {
         // eor x3, x1, x1, lsr #14; ubfx x3, x3, #2, #6
-        for ipa in [0x0800_0004u64, 0x0900_0018, 0x080a_0000, 0x0a00_01fc, 0xffff_ffff_fffc] {
+        for ipa in [
+            0x0800_0004u64,
+            0x0900_0018,
+            0x080a_0000,
+            0x0a00_01fc,
+            0xffff_ffff_fffc,
+        ] {
             let x3 = ipa ^ (ipa >> 14);
             let ubfx = (x3 >> 2) & 0x3f;
             assert_eq!(slot_of(ipa), ubfx as usize, "{ipa:#x}");

@@ -317,7 +317,11 @@ mod tests {
                     let top = bits < 64 && kept >> (bits - 1) != 0;
                     let wide = if sign && top { kept | !0 << bits } else { kept };
                     let want = if sf { wide } else { wide & 0xffff_ffff };
-                    assert_eq!(extend_load(x, size, sign, sf), want, "{x:#x} {size} {sign} {sf}");
+                    assert_eq!(
+                        extend_load(x, size, sign, sf),
+                        want,
+                        "{x:#x} {size} {sign} {sf}"
+                    );
                 }
             }
         }

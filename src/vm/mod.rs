@@ -18,8 +18,8 @@ pub mod virtual_board;
 use crate::devices::{
     MmioBus,
     pl011::{ConsoleSink, VirtualPl011},
-    read_cells::ReadCells,
     pl031::{CounterClock, VirtualPl031},
+    read_cells::ReadCells,
     virtio_mmio::EmptyVirtioMmio,
 };
 use crate::interrupts::{

@@ -110,7 +110,11 @@ impl IrqIndex {
     /// Calls `f` with each INTID ready for `vcpu`, in increasing order.
     /// Routes each of the `spis` SPIs to the vCPUs in `routed` (and to no other).
     pub fn route_all_spis(&mut self, spis: u32, routed: VcpuSet) {
-        for (vcpu, row) in self.spi_routed.chunks_exact_mut(self.words.max(1)).enumerate() {
+        for (vcpu, row) in self
+            .spi_routed
+            .chunks_exact_mut(self.words.max(1))
+            .enumerate()
+        {
             for (w, word) in row.iter_mut().enumerate() {
                 *word = if routed.contains(vcpu) { !0 } else { 0 };
                 // Bits past the last SPI stay clear, as `set_route` leaves them.

@@ -189,13 +189,8 @@ impl Vgic {
             GicModel::V3 => self.cfg.nr_vcpus,
             GicModel::V2 => 0,
         };
-        let gicr = (0..redistributors).map(move |v| {
-            (
-                Window::Redistributors,
-                v as u64 * GICR_STRIDE,
-                &c.gicr_ctlr,
-            )
-        });
+        let gicr = (0..redistributors)
+            .map(move |v| (Window::Redistributors, v as u64 * GICR_STRIDE, &c.gicr_ctlr));
         gicd.chain(gicr)
     }
 

@@ -201,7 +201,13 @@ pub fn run(tally: &mut Tally) {
             &memio_dest_typer_table,
         )
     };
-    every_register(tally, "`ldr w, [UARTFR]`", tables.0, PL011, Effect::Loads(fr));
+    every_register(
+        tally,
+        "`ldr w, [UARTFR]`",
+        tables.0,
+        PL011,
+        Effect::Loads(fr),
+    );
     every_register(
         tally,
         "`ldrh w, [UARTFR]`",
