@@ -19,79 +19,20 @@ use crate::tally::Tally;
 
 use veil_guest_rt::exception::expect_exception;
 
-/// What a probe puts in register `n` before the access.
-const fn pattern(n: usize) -> u64 {
-    0xF00D_0000_0000_0000 | (n as u64) << 8 | n as u64
-}
+use veil_guest_rt::regprobe::pattern;
 
 // One probe per (access, Rt): `extern "C" fn(out: *mut [u64; 31], base: u64)`. Sets SP_EL0 to
-// `base`, loads x0..x30 with pattern(n), performs the access on SP_EL0, stores x0..x30 to `out`.
-// x18..x30 are saved and restored; the out pointer lives on the stack meanwhile.
+// `base`, loads x0..x30 with pattern(n), performs the access on SP_EL0, stores x0..x30 to `out`
+// (veil_guest_rt::regprobe).
 macro_rules! probe_body {
     ($name:literal, $insn:literal) => {
-        concat!(
-            ".irp rt, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,zr\n",
-            ".balign 4\n",
-            "memio_dest_", $name, "_x\\rt:\n",
-            "    sub     sp, sp, #112\n",
-            "    stp     x18, x19, [sp, #0]\n",
-            "    stp     x20, x21, [sp, #16]\n",
-            "    stp     x22, x23, [sp, #32]\n",
-            "    stp     x24, x25, [sp, #48]\n",
-            "    stp     x26, x27, [sp, #64]\n",
-            "    stp     x28, x29, [sp, #80]\n",
-            "    stp     x30, x0, [sp, #96]\n",
+        veil_guest_rt::regprobe_per_rt!(
+            concat!("memio_dest_", $name),
             "    msr     sp_el0, x1\n",
-            "    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30\n",
-            "    movz    x\\n, #((\\n << 8) | \\n)\n",
-            "    movk    x\\n, #0xf00d, lsl #48\n",
-            "    .endr\n",
+            veil_guest_rt::regprobe_patterns!(),
             "    msr     spsel, #0\n",
-            "    ", $insn, "\n",
+            concat!("    ", $insn, "\n"),
             "    msr     spsel, #1\n",
-            "    sub     sp, sp, #256\n",
-            "    stp     x0, x1, [sp, #0]\n",
-            "    stp     x2, x3, [sp, #16]\n",
-            "    stp     x4, x5, [sp, #32]\n",
-            "    stp     x6, x7, [sp, #48]\n",
-            "    stp     x8, x9, [sp, #64]\n",
-            "    stp     x10, x11, [sp, #80]\n",
-            "    stp     x12, x13, [sp, #96]\n",
-            "    stp     x14, x15, [sp, #112]\n",
-            "    stp     x16, x17, [sp, #128]\n",
-            "    stp     x18, x19, [sp, #144]\n",
-            "    stp     x20, x21, [sp, #160]\n",
-            "    stp     x22, x23, [sp, #176]\n",
-            "    stp     x24, x25, [sp, #192]\n",
-            "    stp     x26, x27, [sp, #208]\n",
-            "    stp     x28, x29, [sp, #224]\n",
-            "    str     x30, [sp, #240]\n",
-            "    ldr     x0, [sp, #256 + 104]\n",
-            "    mov     x1, #0\n",
-            "1:  ldr     x2, [sp, x1, lsl #3]\n",
-            "    str     x2, [x0, x1, lsl #3]\n",
-            "    add     x1, x1, #1\n",
-            "    cmp     x1, #31\n",
-            "    b.ne    1b\n",
-            "    add     sp, sp, #256\n",
-            "    ldp     x18, x19, [sp, #0]\n",
-            "    ldp     x20, x21, [sp, #16]\n",
-            "    ldp     x22, x23, [sp, #32]\n",
-            "    ldp     x24, x25, [sp, #48]\n",
-            "    ldp     x26, x27, [sp, #64]\n",
-            "    ldp     x28, x29, [sp, #80]\n",
-            "    ldr     x30, [sp, #96]\n",
-            "    add     sp, sp, #112\n",
-            "    ret\n",
-            ".endr\n",
-            ".section .rodata.memio_dest, \"a\"\n",
-            ".balign 8\n",
-            ".global memio_dest_", $name, "_table\n",
-            "memio_dest_", $name, "_table:\n",
-            ".irp rt, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,zr\n",
-            "    .quad   memio_dest_", $name, "_x\\rt\n",
-            ".endr\n",
-            ".text\n",
         )
     };
 }

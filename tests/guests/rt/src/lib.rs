@@ -45,6 +45,8 @@ pub mod probe;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod psci;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod regprobe;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod smccc;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod sysreg;
