@@ -5,7 +5,8 @@
 // whose first word points at that register file; see cpu::PerCpu), then calls
 // handle_guest_exit(regs, kind) in Rust. On return, __guest_resume restores whatever register
 // file the per-CPU block points at then (the handler may have switched vCPUs) and ERETs.
-// EL2 itself runs with interrupts masked, so an exception taken from EL2 is a Veil bug:
+// Some synchronous exits never get that far: __guest_sync answers the frequent stateless ones
+// in place, and data aborts first try a shorter exit into Rust (see there). EL2 itself runs with interrupts masked, so an exception taken from EL2 is a Veil bug:
 // handle_el2_exception prints it and powers off.
 //
 // Offsets must match traps::context::GuestRegs and cpu::PerCpu (checked by const asserts).
@@ -24,24 +25,49 @@
 .equ EXIT_FIQ,      2
 .equ EXIT_SERROR,   3
 
+// The general-purpose registers at their GuestRegs offsets (x<n> at 8 * n) from `base`.
+.macro STORE_X4_X17 base
+    stp     x4, x5, [\base, #32]
+    stp     x6, x7, [\base, #48]
+    stp     x8, x9, [\base, #64]
+    stp     x10, x11, [\base, #80]
+    stp     x12, x13, [\base, #96]
+    stp     x14, x15, [\base, #112]
+    stp     x16, x17, [\base, #128]
+.endm
+.macro STORE_X18_X29 base
+    stp     x18, x19, [\base, #144]
+    stp     x20, x21, [\base, #160]
+    stp     x22, x23, [\base, #176]
+    stp     x24, x25, [\base, #192]
+    stp     x26, x27, [\base, #208]
+    stp     x28, x29, [\base, #224]
+.endm
+.macro LOAD_X2_X17 base
+    ldp     x2, x3, [\base, #16]
+    ldp     x4, x5, [\base, #32]
+    ldp     x6, x7, [\base, #48]
+    ldp     x8, x9, [\base, #64]
+    ldp     x10, x11, [\base, #80]
+    ldp     x12, x13, [\base, #96]
+    ldp     x14, x15, [\base, #112]
+    ldp     x16, x17, [\base, #128]
+.endm
+.macro LOAD_X20_X29 base
+    ldp     x20, x21, [\base, #160]
+    ldp     x22, x23, [\base, #176]
+    ldp     x24, x25, [\base, #192]
+    ldp     x26, x27, [\base, #208]
+    ldp     x28, x29, [\base, #224]
+.endm
+
 .macro GUEST_EXIT kind
     stp     x0, x1, [sp, #-16]!
     mrs     x0, tpidr_el2
     ldr     x0, [x0, #PERCPU_REGS]
     stp     x2, x3, [x0, #16]
-    stp     x4, x5, [x0, #32]
-    stp     x6, x7, [x0, #48]
-    stp     x8, x9, [x0, #64]
-    stp     x10, x11, [x0, #80]
-    stp     x12, x13, [x0, #96]
-    stp     x14, x15, [x0, #112]
-    stp     x16, x17, [x0, #128]
-    stp     x18, x19, [x0, #144]
-    stp     x20, x21, [x0, #160]
-    stp     x22, x23, [x0, #176]
-    stp     x24, x25, [x0, #192]
-    stp     x26, x27, [x0, #208]
-    stp     x28, x29, [x0, #224]
+    STORE_X4_X17 x0
+    STORE_X18_X29 x0
     ldp     x2, x3, [sp], #16
     stp     x2, x3, [x0, #0]
     mrs     x2, elr_el2
@@ -57,19 +83,8 @@
     sub     sp, sp, #(34 * 8)
     stp     x0, x1, [sp, #0]
     stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
-    stp     x18, x19, [sp, #144]
-    stp     x20, x21, [sp, #160]
-    stp     x22, x23, [sp, #176]
-    stp     x24, x25, [sp, #192]
-    stp     x26, x27, [sp, #208]
-    stp     x28, x29, [sp, #224]
+    STORE_X4_X17 sp
+    STORE_X18_X29 sp
     mrs     x0, elr_el2
     stp     x30, x0, [sp, #240]
     mrs     x0, spsr_el2
@@ -256,19 +271,8 @@ __guest_sync:
 .Lmmio_short:
     mrs     x0, tpidr_el2
     ldr     x0, [x0, #PERCPU_REGS]
-    stp     x4, x5, [x0, #32]
-    stp     x6, x7, [x0, #48]
-    stp     x8, x9, [x0, #64]
-    stp     x10, x11, [x0, #80]
-    stp     x12, x13, [x0, #96]
-    stp     x14, x15, [x0, #112]
-    stp     x16, x17, [x0, #128]
-    stp     x18, x19, [x0, #144]
-    stp     x20, x21, [x0, #160]
-    stp     x22, x23, [x0, #176]
-    stp     x24, x25, [x0, #192]
-    stp     x26, x27, [x0, #208]
-    stp     x28, x29, [x0, #224]
+    STORE_X4_X17 x0
+    STORE_X18_X29 x0
     str     x30, [x0, #240]
     ldp     x4, x5, [sp, #16]
     stp     x4, x5, [x0, #16]
@@ -282,22 +286,11 @@ __guest_sync:
     mrs     x0, tpidr_el2
     ldr     x0, [x0, #PERCPU_REGS]
     ldr     x19, [x0, #152]
-    ldp     x20, x21, [x0, #160]
-    ldp     x22, x23, [x0, #176]
-    ldp     x24, x25, [x0, #192]
-    ldp     x26, x27, [x0, #208]
-    ldp     x28, x29, [x0, #224]
+    LOAD_X20_X29 x0
 .Lmmio_reload:
     mrs     x0, tpidr_el2
     ldr     x0, [x0, #PERCPU_REGS]
-    ldp     x2, x3, [x0, #16]
-    ldp     x4, x5, [x0, #32]
-    ldp     x6, x7, [x0, #48]
-    ldp     x8, x9, [x0, #64]
-    ldp     x10, x11, [x0, #80]
-    ldp     x12, x13, [x0, #96]
-    ldp     x14, x15, [x0, #112]
-    ldp     x16, x17, [x0, #128]
+    LOAD_X2_X17 x0
     ldr     x18, [x0, #144]
     ldr     x30, [x0, #240]
     ldp     x0, x1, [x0, #0]
@@ -326,20 +319,9 @@ __guest_resume:
     ldp     x2, x3, [x0, #REGS_ELR]
     msr     elr_el2, x2
     msr     spsr_el2, x3
-    ldp     x2, x3, [x0, #16]
-    ldp     x4, x5, [x0, #32]
-    ldp     x6, x7, [x0, #48]
-    ldp     x8, x9, [x0, #64]
-    ldp     x10, x11, [x0, #80]
-    ldp     x12, x13, [x0, #96]
-    ldp     x14, x15, [x0, #112]
-    ldp     x16, x17, [x0, #128]
+    LOAD_X2_X17 x0
     ldp     x18, x19, [x0, #144]
-    ldp     x20, x21, [x0, #160]
-    ldp     x22, x23, [x0, #176]
-    ldp     x24, x25, [x0, #192]
-    ldp     x26, x27, [x0, #208]
-    ldp     x28, x29, [x0, #224]
+    LOAD_X20_X29 x0
     ldr     x30, [x0, #240]
     ldp     x0, x1, [x0, #0]
     eret
