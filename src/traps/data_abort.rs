@@ -86,6 +86,19 @@ pub const fn device_order(value: u64, size: u8, big_endian: bool) -> u64 {
 /// Handles a stage-2 data abort from `vcpu`.
 pub fn handle(vcpu: &mut Vcpu, esr: Esr, hpfar: u64, far: u64) -> Exit {
     let abort = DataAbort::decode(esr.iss());
+    if !abort.is_translation_fault() {
+        // Veil's stage 2 maps RAM and passed-through devices fully (access flag set, read-write),
+        // so nothing else should reach it; HPFAR_EL2 is not even valid for every other kind.
+        return refuse(
+            vcpu,
+            far,
+            abort.write,
+            format_args!(
+                "stage-2 fault with DFSC {:#04x} (not a translation fault) at VA {far:#x}",
+                abort.status
+            ),
+        );
+    }
     let ipa = fault_ipa(hpfar, far);
     if !abort.write && reads_live_irq_state(ipa) {
         crate::interrupts::sync_list_registers(vcpu);

@@ -10,7 +10,8 @@
 //! refill the list registers if the access made an interrupt deliverable.
 //!
 //! It takes an access only when all of it fits that shape ([`FastAccess::decode`]):
-//! - ISS.ISV = 1 (the syndrome describes the access) and the fault is not on a stage-1 walk;
+//! - a stage-2 translation fault with ISS.ISV = 1 (the syndrome describes the access), not on
+//!   a stage-1 walk;
 //! - the guest's data accesses are little-endian (SCTLR_EL1.EE and E0E clear);
 //! - a device on the VM's bus accepts it;
 //! - it is not a read of interrupt state the vCPU's list registers may hold more recently than
@@ -43,6 +44,10 @@ const SRT_SHIFT: u64 = 16;
 const SF: u64 = 1 << 15;
 const S1PTW: u64 = 1 << 7;
 const WNR: u64 = 1 << 6;
+/// DFSC[5:2] = 0b0001: a translation fault (at any level), the one kind for which HPFAR_EL2
+/// holds the faulting IPA and the only kind Veil's stage 2 produces.
+const DFSC_KIND: u64 = 0b11_1100;
+const DFSC_TRANSLATION: u64 = 0b00_0100;
 
 /// A data abort the short exit can perform.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +64,7 @@ pub struct FastAccess {
 impl FastAccess {
     /// The access `esr` describes, if it has the shape the short exit takes.
     pub const fn decode(esr: u64) -> Option<Self> {
-        if esr & ISV == 0 || esr & S1PTW != 0 {
+        if esr & (ISV | S1PTW | DFSC_KIND) != ISV | DFSC_TRANSLATION {
             return None;
         }
         let register = ((esr >> SRT_SHIFT) & 31) as u8;
@@ -217,11 +222,28 @@ mod tests {
                         assert_eq!(fast.sixty_four, full.sixty_four, "{e:#x}");
                     }
                     None => assert!(
-                        !full.isv || full.stage1_walk,
+                        !full.isv || full.stage1_walk || !full.is_translation_fault(),
                         "{e:#x} left to the full exit without a reason"
                     ),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn only_translation_faults_are_taken() {
+        let translation = esr(true, 2, false, 1, false, false, false);
+        assert!(FastAccess::decode(translation).is_some());
+        for level in 0..4 {
+            assert!(FastAccess::decode((translation & !0x3f) | 0b00_0100 | level).is_some());
+        }
+        // Access flag (0b0010LL), permission (0b0011LL), synchronous external abort (0x10).
+        for dfsc in [0b00_1001, 0b00_1111, 0x10, 0b00_0001] {
+            assert_eq!(
+                FastAccess::decode((translation & !0x3f) | dfsc),
+                None,
+                "DFSC {dfsc:#x}"
+            );
         }
     }
 

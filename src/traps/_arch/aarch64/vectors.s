@@ -233,13 +233,15 @@ __guest_sync:
 
 // A data abort: first, a 32-bit load of a register the VM publishes (devices::read_cells)
 // is answered from its cell. ISS (ESR_EL2 for EC 0x24): ISV[24] = 1, SAS[23:22] = 2 (word),
-// SSE[21] = 0, S1PTW[7] = 0, WnR[6] = 0, checked under one mask. A big-endian guest
-// (SCTLR_EL1.EE or E0E) would need the bytes swapped: it goes the long way.
+// SSE[21] = 0, S1PTW[7] = 0, WnR[6] = 0 and DFSC[5:2] = 0b0001 (a translation fault, for
+// which HPFAR_EL2 holds the IPA), checked under one mask. A big-endian guest (SCTLR_EL1.EE or
+// E0E) would need the bytes swapped: it goes the long way.
 .Lfast_dabt:
-    mov     x3, #0x00c0
+    mov     x3, #0x00fc
     movk    x3, #0x01e0, lsl #16
     and     x3, x2, x3
-    mov     x1, #0x01800000
+    mov     x1, #0x0004
+    movk    x1, #0x0180, lsl #16
     cmp     x3, x1
     b.ne    .Lmmio_short
     mrs     x1, sctlr_el1
