@@ -560,16 +560,7 @@ fn walk_block<'a>(
             }
             FDT_BEGIN_NODE => {
                 if pending {
-                    let span = Span {
-                        start: span_start,
-                        end: at,
-                    };
-                    visit(&Node {
-                        name,
-                        depth,
-                        props: &props,
-                        span,
-                    });
+                    hand_over(visit, name, depth, &props, span_start, at);
                 }
                 let name_at = at + 4;
                 let found = structs
@@ -591,16 +582,7 @@ fn walk_block<'a>(
             }
             FDT_END_NODE => {
                 if pending {
-                    let span = Span {
-                        start: span_start,
-                        end: at,
-                    };
-                    visit(&Node {
-                        name,
-                        depth,
-                        props: &props,
-                        span,
-                    });
+                    hand_over(visit, name, depth, &props, span_start, at);
                 }
                 pending = false;
                 depth = depth
@@ -630,6 +612,29 @@ fn walk_block<'a>(
             _ => return Err(bad(at, "an unknown token")),
         }
     }
+}
+
+/// Hands a node to `visit` once its properties are known: at the token after them, its first
+/// child or its end, at `props_end`. Inlined, as the walk is on every boot's path.
+#[inline(always)]
+fn hand_over<'a>(
+    visit: &mut impl FnMut(&Node<'_, 'a>),
+    name: &'a str,
+    depth: usize,
+    props: &Props<'a>,
+    props_start: usize,
+    props_end: usize,
+) {
+    let span = Span {
+        start: props_start,
+        end: props_end,
+    };
+    visit(&Node {
+        name,
+        depth,
+        props,
+        span,
+    });
 }
 
 /// The bytes before the first NUL, if there is one.
