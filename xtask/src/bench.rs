@@ -33,27 +33,18 @@ use crate::qemu::{self, Console, Ending, Outcome};
 use crate::size::{self, MIB};
 use crate::workspace::{Profile, Workspace, describe};
 
+// The operations the guest reports, in its output order: the guest's own list, so the two
+// cannot drift apart.
+#[path = "../../tests/guests/bench/src/op_names.rs"]
+mod op_names;
+use op_names::OPS;
+
 /// The only board with both a Veil and a bare-QEMU run: the guest's addresses are `virt`'s.
 const BOARD: &str = "qemu-virt";
 /// Guest RAM in every run; the guest uses a few hundred KiB of it.
 const GUEST_MEMORY: u64 = 128 * MIB;
 /// Generous: a default run takes well under a second of host time per boot.
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-/// Every operation the guest reports, in its output order.
-pub const OPS: [&str; 11] = [
-    "boot",
-    "null_hvc",
-    "psci_version",
-    "sysreg_trap",
-    "gicd_read",
-    "pl011_read",
-    "pl011_write",
-    "vtimer_latency",
-    "virtual_eoi",
-    "ipi_roundtrip",
-    "vm_switch",
-];
 
 /// The operation that needs two vCPUs, and so its own boot.
 const TWO_VCPU_OP: &str = "ipi_roundtrip";

@@ -32,31 +32,18 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod ipi;
+mod op_names;
 mod ops;
 mod timing;
 mod vtimer;
 
 use core::fmt;
 
+use op_names::OPS;
 use veil_guest_rt::sysreg::{Readable, registers};
 use veil_guest_rt::{bootargs, dtb, gic, power_off, println, probe, smccc};
 
 veil_guest_rt::guest!(name: "bench", main: main);
-
-/// Every operation, in output order.
-pub const OPS: [&str; 11] = [
-    "boot",
-    "null_hvc",
-    "psci_version",
-    "sysreg_trap",
-    "gicd_read",
-    "pl011_read",
-    "pl011_write",
-    "vtimer_latency",
-    "virtual_eoi",
-    "ipi_roundtrip",
-    "vm_switch",
-];
 
 /// Iterations per operation without `bench.iters=` or `bench.quick`.
 const DEFAULT_ITERS: u64 = 1000;
