@@ -212,6 +212,7 @@ impl PerCpu {
     /// Loads vCPU `i`'s state into the hardware.
     fn load(&mut self, i: usize) {
         let fp_owned = core::ptr::eq(self.fp_owner, &*self.vcpus[i]);
+        #[cfg(target_arch = "aarch64")]
         let shared = self.vcpus.len() > 1;
         let v = &mut self.vcpus[i];
         arch::load_vcpu_state(v);
