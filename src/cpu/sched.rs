@@ -142,6 +142,13 @@ impl PerCpu {
                 continue;
             }
             if let Some(start) = vm.vcpu_power[vcpu_index].take_start() {
+                if vm.state() != VmState::Running {
+                    // The VM began a reset between the check above and the start: the vCPU
+                    // goes straight off again, and the reset may be waiting for it.
+                    vm.vcpu_power[vcpu_index].turn_off();
+                    vm.finish_reset();
+                    continue;
+                }
                 log::debug!("VM {vm_id} vCPU {vcpu_index} starts at {:#x}", start.entry);
                 let vcpu = Box::new(Vcpu::new(vm, vcpu_index, start.entry, start.context_id));
                 self.vcpus.push(vcpu);
@@ -168,6 +175,8 @@ impl PerCpu {
             // since (CPU_ON right after CPU_OFF): only a VM's end turns its vCPUs off here.
             if v.vm.state() != VmState::Running {
                 v.vm.vcpu_power[v.index].turn_off();
+                // The last of a resetting VM's vCPUs to go restarts it.
+                v.vm.finish_reset();
             }
             if core::ptr::eq(self.fp_owner, &*v) {
                 self.fp_owner = core::ptr::null();

@@ -81,6 +81,34 @@ struct State {
     irq_level: bool,
 }
 
+impl State {
+    /// The registers at reset (PL011 TRM, 3.3), with `rx` waiting to be read and `line`
+    /// waiting to be sent.
+    fn at_reset(rx: VecDeque<u8>, line: Vec<u8>) -> State {
+        // The transmit FIFO is always empty, so its interrupt is always raised.
+        let ris = if rx.is_empty() {
+            INT_TX
+        } else {
+            INT_TX | INT_RX
+        };
+        State {
+            rx,
+            line,
+            ibrd: 0,
+            fbrd: 0,
+            lcr_h: 0,
+            // Reset value: TXE and RXE set, UART disabled (TRM 3.3.8).
+            cr: 0x300,
+            ifls: 0x12,
+            imsc: 0,
+            ris,
+            dmacr: 0,
+            ilpr: 0,
+            irq_level: false,
+        }
+    }
+}
+
 /// One guest's PL011.
 pub struct VirtualPl011<S: ConsoleSink> {
     state: Mutex<State>,
@@ -108,22 +136,7 @@ impl<S: ConsoleSink> VirtualPl011<S> {
     /// A PL011 whose combined interrupt drives `irq`.
     pub fn with_irq(sink: S, line_buffered: bool, irq: Option<Box<dyn IrqLine>>) -> Self {
         VirtualPl011 {
-            state: Mutex::new(State {
-                rx: VecDeque::new(),
-                line: Vec::new(),
-                ibrd: 0,
-                fbrd: 0,
-                lcr_h: 0,
-                // Reset value: TXE and RXE set, UART disabled (TRM 3.3.8).
-                cr: 0x300,
-                ifls: 0x12,
-                imsc: 0,
-                // The transmit FIFO is always empty, so its interrupt is always raised.
-                ris: INT_TX,
-                dmacr: 0,
-                ilpr: 0,
-                irq_level: false,
-            }),
+            state: Mutex::new(State::at_reset(VecDeque::new(), Vec::new())),
             flags: AtomicU32::new(flags_for(0)),
             sink,
             line_buffered,
@@ -141,6 +154,16 @@ impl<S: ConsoleSink> VirtualPl011<S> {
     /// The registers whose 32-bit reads a cell answers (`devices::read_cells`): UARTFR.
     pub fn published(&self) -> impl Iterator<Item = (u64, &AtomicU32)> {
         [(reg::FR, &self.flags)].into_iter()
+    }
+
+    /// Back to the reset state (the VM restarts): registers as the TRM gives them, the
+    /// interrupt line low without telling it (the VM's vGIC is reset too). Bytes waiting in
+    /// the receive FIFO stay: what was typed during a reboot is not lost.
+    pub fn reset(&self) {
+        let mut s = self.state.lock();
+        let rx = core::mem::take(&mut s.rx);
+        let line = core::mem::take(&mut s.line);
+        *s = State::at_reset(rx, line);
     }
 
     /// Whether the receive FIFO can take another byte.
@@ -315,6 +338,26 @@ mod tests {
             uart.write(reg::DR, 4, b'x' as u64).unwrap();
         }
         assert_eq!(cap.0.lock().unwrap()[1].len(), LINE_MAX);
+    }
+
+    #[test]
+    fn reset_keeps_typed_input_but_not_the_setup() {
+        let lines = Line::default();
+        let uart = VirtualPl011::with_irq(Capture::default(), false, Some(Box::new(lines.clone())));
+        uart.write(reg::CR, 4, 0x301).unwrap();
+        uart.write(reg::IMSC, 4, INT_RX as u64).unwrap();
+        uart.push_input(b'r');
+        assert!(uart.interrupt_pending());
+        uart.reset();
+        assert_eq!(uart.read(reg::CR, 4).unwrap(), 0x300);
+        assert_eq!(uart.read(reg::IMSC, 4).unwrap(), 0);
+        assert!(!uart.interrupt_pending());
+        assert_eq!(uart.read(reg::RIS, 4).unwrap() as u32, INT_TX | INT_RX);
+        // The line is low again without a call (the vGIC is reset with it); unmasking raises it.
+        let calls = lines.0.lock().unwrap().len();
+        uart.write(reg::IMSC, 4, INT_RX as u64).unwrap();
+        assert_eq!(lines.0.lock().unwrap().len(), calls + 1);
+        assert_eq!(uart.read(reg::DR, 4).unwrap(), b'r' as u64);
     }
 
     #[test]

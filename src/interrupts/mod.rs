@@ -54,6 +54,14 @@ pub fn pass_through_spi(intid: u32, vm: usize, cpu: usize) {
     }
 }
 
+/// Clears physical SPI `intid`'s active state (its VM restarts and will never deactivate it).
+pub fn clear_spi_active(intid: u32) {
+    #[cfg(target_arch = "aarch64")]
+    gic::clear_spi_active(intid);
+    #[cfg(not(target_arch = "aarch64"))]
+    let _ = intid;
+}
+
 /// A passthrough SPI fired: pend it in its VM (vCPU 0's view; the vGIC routes it).
 fn forward_passthrough(intid: u32, vm: usize) {
     if let Some(vm) = crate::vm::registry::get(vm) {

@@ -242,14 +242,20 @@ pub fn handle(vcpu: &mut Vcpu, conduit: Conduit) -> Exit {
             vcpu.vm.power_off();
             return Exit::VmEnded;
         }
-        Call::SystemReset | Call::SystemReset2 => {
-            log::warn!(
-                "VM {} \"{}\" asked for a reset; Veil does not restart VMs yet, so it is powered off",
-                vcpu.vm.id,
-                vcpu.vm.name
-            );
-            vcpu.vm.power_off();
+        Call::SystemReset => {
+            vcpu.vm.reset(vcpu.index);
             return Exit::VmEnded;
+        }
+        Call::SystemReset2 => {
+            // reset_type (W1 in both conventions): 0 is SYSTEM_WARM_RESET; other architectural
+            // types are reserved and vendor types (bit 31) are Veil's to define, which it
+            // defines none of.
+            const SYSTEM_WARM_RESET: u32 = 0;
+            if arg1 as u32 == SYSTEM_WARM_RESET {
+                vcpu.vm.reset(vcpu.index);
+                return Exit::VmEnded;
+            }
+            result[0] = ret::INVALID_PARAMETERS;
         }
         Call::VendorUid => result = VEIL_UID,
         Call::VendorRevision => result[..2].copy_from_slice(&[VEIL_REVISION.0, VEIL_REVISION.1]),

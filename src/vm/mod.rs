@@ -121,6 +121,11 @@ pub enum VmState {
     PoweredOff = 1,
     /// Veil stopped it after an error it could not answer architecturally.
     Stopped = 2,
+    /// The guest asked for a reset (PSCI SYSTEM_RESET): its vCPUs are being turned off; the
+    /// last CPU to let go of one restarts the VM.
+    Resetting = 3,
+    /// Being restarted: RAM reloaded, devices and vGIC reset (see [`Vm::finish_reset`]).
+    Restarting = 4,
 }
 
 /// Facts about the host every VM is built from, gathered once at boot.
@@ -165,6 +170,10 @@ pub struct Vm {
     /// Where the boot vCPU starts, and the DTB address it gets in x0.
     pub entry: u64,
     pub dtb_ipa: u64,
+    /// What guest RAM holds at power-on, for loading it again at a reset.
+    boot_image: BootImage,
+    /// Host SPIs passed through to this VM.
+    passthrough_spis: Vec<u32>,
     /// Each vCPU's PSCI power state and pending start.
     pub vcpu_power: Vec<psci::VcpuPower>,
     /// The physical CPU each vCPU is pinned to.
@@ -173,6 +182,61 @@ pub struct Vm {
     /// near zero.
     pub counter_offset: u64,
     state: AtomicU8,
+}
+
+/// What a VM's RAM holds at power-on: the loader's plan (image segments), the initrd and the
+/// guest DTB. The image and initrd are borrowed from the VM package, which stays in memory.
+struct BootImage {
+    plan: loader::LoadPlan<'static>,
+    initrd: Option<&'static [u8]>,
+    dtb: Vec<u8>,
+}
+
+impl BootImage {
+    /// Copies it into `ram` (the plan guarantees every range lies inside) and makes the
+    /// instruction side see it.
+    fn load(&self, ram: &GuestRam) {
+        for segment in &self.plan.segments {
+            copy_to_guest(ram, segment.ipa, segment.data);
+            zero_guest(
+                ram,
+                segment.ipa + segment.data.len() as u64,
+                segment.zero_fill,
+            );
+        }
+        if let (Some(ipa), Some(data)) = (self.plan.initrd_ipa, self.initrd) {
+            copy_to_guest(ram, ipa, data);
+        }
+        copy_to_guest(ram, self.plan.dtb_ipa, &self.dtb);
+        memory::cache::invalidate_icache_all();
+    }
+
+    /// The boot vCPU's start: the kernel's entry, with the DTB's address in x0 (the Linux boot
+    /// protocol).
+    fn start(&self) -> psci::StartRequest {
+        psci::StartRequest {
+            entry: self.plan.entry,
+            context_id: self.plan.dtb_ipa,
+        }
+    }
+}
+
+/// Hardware-mapped interrupts: the virtual timer of each vCPU (the guest's deactivation
+/// deactivates the physical PPI with no exit) and the passed-through SPIs (its EOI deactivates
+/// the physical SPI).
+fn map_hardware_interrupts(vgic: &Vgic, vcpu_count: usize, spis: &[u32]) {
+    for v in 0..vcpu_count {
+        vgic.map_hw(
+            virtual_board::VIRT_TIMER_INTID,
+            v,
+            Some(virtual_board::VIRT_TIMER_INTID),
+        )
+        .expect("the virtual timer PPI exists");
+    }
+    for &intid in spis {
+        vgic.map_hw(intid, 0, Some(intid))
+            .expect("SPI range checked at creation");
+    }
 }
 
 /// The table of registers the vectors answer (`devices::read_cells`): the UART's flags, the
@@ -285,7 +349,7 @@ impl Vm {
     /// sets up its devices. On error nothing stays allocated.
     pub fn create(
         id: usize,
-        spec: &package::VmSpec,
+        spec: &package::VmSpec<'static>,
         host: &HostInfo,
         placement: Vec<usize>,
     ) -> Result<Arc<Vm>, VmError> {
@@ -404,36 +468,15 @@ impl Vm {
         }
 
         // Fill guest RAM. The plan guarantees every range lies inside it.
-        for segment in &plan.segments {
-            copy_to_guest(&ram, segment.ipa, segment.data);
-            zero_guest(
-                &ram,
-                segment.ipa + segment.data.len() as u64,
-                segment.zero_fill,
-            );
-        }
-        if let (Some(ipa), Some(data)) = (plan.initrd_ipa, spec.initrd) {
-            copy_to_guest(&ram, ipa, data);
-        }
-        copy_to_guest(&ram, plan.dtb_ipa, &dtb);
-        memory::cache::invalidate_icache_all();
+        let boot_image = BootImage {
+            plan,
+            initrd: spec.initrd,
+            dtb,
+        };
+        boot_image.load(&ram);
 
         let vgic = Arc::new(Vgic::new(vgic_config));
-        // The virtual timer is the hardware's, delivered as a hardware-mapped interrupt: the
-        // guest's deactivation deactivates the physical PPI with no exit.
-        for v in 0..vcpu_count {
-            vgic.map_hw(
-                virtual_board::VIRT_TIMER_INTID,
-                v,
-                Some(virtual_board::VIRT_TIMER_INTID),
-            )
-            .expect("the virtual timer PPI exists");
-        }
-        // Passthrough SPIs are hardware-mapped too: the guest's EOI deactivates the physical one.
-        for &intid in &spis {
-            vgic.map_hw(intid, 0, Some(intid))
-                .expect("SPI range checked above");
-        }
+        map_hardware_interrupts(&vgic, vcpu_count, &spis);
         let irq = Arc::new(IrqRouting::new(vgic.clone(), placement.clone()));
 
         let line_buffered = host.shared_console;
@@ -522,10 +565,7 @@ impl Vm {
         let vcpu_power: Vec<psci::VcpuPower> =
             (0..vcpu_count).map(|_| psci::VcpuPower::off()).collect();
         vcpu_power[0]
-            .request_on(psci::StartRequest {
-                entry: plan.entry,
-                context_id: plan.dtb_ipa,
-            })
+            .request_on(boot_image.start())
             .expect("a new vCPU is off");
         let vm = Arc::new(Vm {
             id,
@@ -541,8 +581,10 @@ impl Vm {
             id_regs: IdRegs::sanitize(&host.id_regs, gic, stage2::GUEST_PA_RANGE),
             gic,
             vcpu_count,
-            entry: plan.entry,
-            dtb_ipa: plan.dtb_ipa,
+            entry: boot_image.plan.entry,
+            dtb_ipa: boot_image.plan.dtb_ipa,
+            boot_image,
+            passthrough_spis: spis.clone(),
             vcpu_power,
             placement,
             counter_offset: crate::timer::physical_count(),
@@ -559,6 +601,8 @@ impl Vm {
         match self.state.load(Ordering::Acquire) {
             0 => VmState::Running,
             1 => VmState::PoweredOff,
+            3 => VmState::Resetting,
+            4 => VmState::Restarting,
             _ => VmState::Stopped,
         }
     }
@@ -578,6 +622,78 @@ impl Vm {
             log::info!("VM {} \"{}\" powered off", self.id, self.name);
             self.kick_all_vcpus();
         }
+    }
+
+    /// The guest asked for a (warm) reset: every vCPU is turned off, then the VM starts again
+    /// as at power-on, its RAM reloaded with its image, initrd and DTB (the rest of RAM keeps
+    /// its contents, as a warm reset leaves memory), its devices and vGIC at reset, vCPU 0 at
+    /// the entry point. `by` is the vCPU that asked.
+    pub fn reset(&self, by: usize) {
+        if self
+            .state
+            .compare_exchange(
+                VmState::Running as u8,
+                VmState::Resetting as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            log::info!(
+                "VM {} \"{}\" reset by vCPU {by} (PSCI SYSTEM_RESET): restarting",
+                self.id,
+                self.name
+            );
+            self.kick_all_vcpus();
+        }
+    }
+
+    /// Called whenever a CPU lets go of one of this VM's vCPUs: once a reset has turned every
+    /// vCPU off (pending CPU_ONs are cancelled), restarts the VM. Exactly one caller does it.
+    pub fn finish_reset(&self) {
+        if self.state() != VmState::Resetting {
+            return;
+        }
+        for power in &self.vcpu_power {
+            power.cancel_pending();
+        }
+        if self
+            .vcpu_power
+            .iter()
+            .any(|p| p.state() != psci::PowerState::Off)
+        {
+            return;
+        }
+        if self
+            .state
+            .compare_exchange(
+                VmState::Resetting as u8,
+                VmState::Restarting as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return;
+        }
+        // No vCPU of this VM runs anywhere now: its RAM, devices and vGIC are nobody's.
+        self.boot_image.load(&self.ram);
+        self.irq.vgic.reset();
+        map_hardware_interrupts(&self.irq.vgic, self.vcpu_count, &self.passthrough_spis);
+        for &intid in &self.passthrough_spis {
+            // A passed-through SPI the old guest never deactivated would stay active, and
+            // silent, for the new one.
+            crate::interrupts::clear_spi_active(intid);
+        }
+        self.uart.reset();
+        #[cfg(target_arch = "aarch64")]
+        crate::cpu::el2::invalidate_guest_tlbs();
+        self.vcpu_power[0]
+            .request_on(self.boot_image.start())
+            .expect("every vCPU is off");
+        self.state.store(VmState::Running as u8, Ordering::Release);
+        log::info!("VM {} \"{}\" restarted", self.id, self.name);
+        self.kick_vcpu(0);
     }
 
     /// Veil stops the VM; `reason` says what the guest did, for the log.

@@ -79,6 +79,16 @@ impl VcpuPower {
         Some(request)
     }
 
+    /// A reset: a start requested but not yet taken is dropped (the vCPU stays Off). A start
+    /// already taken is not: its CPU lets go of the vCPU itself.
+    pub fn cancel_pending(&self) {
+        let mut slot = self.request.lock();
+        if self.state() == PowerState::OnPending {
+            *slot = None;
+            self.state.store(PowerState::Off as u8, Ordering::Release);
+        }
+    }
+
     /// CPU_OFF (or the VM ended): the vCPU is Off and may be turned on again.
     pub fn turn_off(&self) {
         let mut slot = self.request.lock();
@@ -95,6 +105,26 @@ mod tests {
         entry: 0x4008_0000,
         context_id: 7,
     };
+
+    #[test]
+    fn a_reset_cancels_only_pending_starts() {
+        let p = VcpuPower::off();
+        p.request_on(REQ).unwrap();
+        p.cancel_pending();
+        assert_eq!(p.state(), PowerState::Off);
+        assert_eq!(p.take_start(), None, "the cancelled start is gone");
+        p.request_on(REQ).unwrap();
+        assert_eq!(p.take_start(), Some(REQ));
+        p.cancel_pending();
+        assert_eq!(
+            p.state(),
+            PowerState::On,
+            "a running vCPU is its CPU's to stop"
+        );
+        p.turn_off();
+        p.cancel_pending();
+        assert_eq!(p.state(), PowerState::Off);
+    }
 
     #[test]
     fn on_off_cycle() {

@@ -33,7 +33,7 @@ pub fn summarize(states: impl Iterator<Item = VmState>) -> Option<ExitStatus> {
     let mut status = ExitStatus::AllVmsPoweredOff;
     for state in states {
         match state {
-            VmState::Running => return None,
+            VmState::Running | VmState::Resetting | VmState::Restarting => return None,
             VmState::Stopped => status = ExitStatus::VmStopped,
             VmState::PoweredOff => {}
         }
@@ -49,6 +49,8 @@ mod tests {
     fn outcome_rules() {
         use VmState::*;
         assert_eq!(summarize([Running, PoweredOff].into_iter()), None);
+        assert_eq!(summarize([Resetting, PoweredOff].into_iter()), None);
+        assert_eq!(summarize([Restarting, Stopped].into_iter()), None);
         assert_eq!(
             summarize([PoweredOff, PoweredOff].into_iter()),
             Some(ExitStatus::AllVmsPoweredOff)

@@ -198,6 +198,15 @@ impl Vgic {
         self.cfg
     }
 
+    /// Back to the reset state (the VM restarts): everything disabled, inactive and not
+    /// pending, no hardware mappings.
+    pub fn reset(&self) {
+        self.locked(|s| {
+            *s = State::new(self.cfg);
+            self.cells.gicd_ctlr.store(s.gicd_ctlr(), Ordering::Relaxed);
+        });
+    }
+
     /// Runs `f` on the state under the lock. Host tests check after every operation that the
     /// delivery index still agrees with the interrupts (`State::check_invariants`).
     fn locked<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {

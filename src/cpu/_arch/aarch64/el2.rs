@@ -122,6 +122,14 @@ pub fn configure() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
+/// Drops every guest's stage-1 and stage-2 TLB entries, on every CPU (TLBI ALLE1IS): a VM that
+/// restarts must not find its old translations.
+pub fn invalidate_guest_tlbs() {
+    // SAFETY: TLB maintenance only.
+    unsafe { asm!("dsb ishst", "tlbi alle1is", "dsb ish", options(nostack)) };
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
 /// Reads one ID register by its CRm/op2 coordinates (op0=3, op1=0, CRn=0).
 fn read_id<const CRM: u32, const OP2: u32>() -> u64 {
     let value: u64;

@@ -326,6 +326,20 @@ pub fn set_ppi_active(intid: u32, active: bool) {
     unsafe { core::ptr::write_volatile((base + offset) as *mut u32, 1 << intid) };
 }
 
+/// Clears the active state of SPI `intid` in the distributor (GICD_ICACTIVER<n>, one bit per
+/// INTID), whichever CPU activated it.
+pub fn clear_spi_active(intid: u32) {
+    let Some(gic) = GIC.get() else { return };
+    let Some(info) = crate::board::platform().gic.as_ref() else {
+        return;
+    };
+    let _serialized = gic.driver.lock();
+    let register = info.distributor.base as usize + 0x380 + 4 * (intid as usize / 32);
+    // SAFETY: GICD_ICACTIVER<n> of the mapped distributor; writing one bit changes only that
+    // interrupt's active state.
+    unsafe { core::ptr::write_volatile(register as *mut u32, 1 << (intid % 32)) };
+}
+
 /// Enables SPI `intid` and routes it to physical CPU `cpu` (a passthrough interrupt).
 pub fn enable_spi(intid: u32, cpu: usize) {
     let Some(gic) = GIC.get() else { return };
