@@ -72,7 +72,8 @@ const IMAGE_MAGIC_OFFSET: usize = 0x38;
 pub const INIT: &str = r#"#!/bin/sh
 # /init of the initramfs that `cargo xtask linux` writes: Debian's busybox-static is the whole
 # user space. Prints `veil-initramfs: ready` once the basics are mounted. With veil.test=1 on the
-# kernel command line it runs a fixed script and powers off; else it starts a shell on the console.
+# kernel command line it runs a fixed script and powers off; with veil.test=reboot it reboots once
+# (see below) and powers off; else it starts a shell on the console.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TERM=vt100
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -94,6 +95,19 @@ if grep -qw veil.test=1 /proc/cmdline; then
     echo "veil-test: cpus=$(nproc)"
     echo "veil-test: done"
     poweroff -f
+fi
+
+# A warm reset keeps the RTC, as a real machine's does: the first boot sets it to 2001 and
+# reboots; the boot that finds 2001 there powers off.
+if grep -qw veil.test=reboot /proc/cmdline; then
+    hwclock -s
+    if [ "$(date +%Y)" = 2001 ]; then
+        echo "veil-test: booted again after the reboot; the RTC kept its time"
+        poweroff -f
+    fi
+    date -s '2001-01-01 00:00:00' >/dev/null && hwclock -w
+    echo "veil-test: rebooting"
+    reboot -f
 fi
 
 echo "veil-initramfs: busybox shell; 'exit' or Ctrl-D powers off"

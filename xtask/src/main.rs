@@ -350,8 +350,15 @@ fn scenarios(ws: &Workspace, args: &TestArgs, tally: &mut Tally) {
             let seconds = outcome.elapsed.as_secs_f64();
             println!("ok   {} ({seconds:.1} s)", scenario.name);
             tally.passed += 1;
-            // The bare run is QEMU virt: a comparison only for Veil on the same machine.
-            if scenario.guest == "linux" && scenario.board == "qemu-virt" {
+            // The bare run is QEMU virt with the fixed script: a comparison only for Veil on the
+            // same machine running the same script.
+            if scenario.guest == "linux"
+                && scenario.board == "qemu-virt"
+                && scenario
+                    .cmdline
+                    .split_whitespace()
+                    .any(|a| a == linux::TEST_ARG)
+            {
                 linux::compare_with_bare(ws, &launch, &outcome.console);
             }
             continue;

@@ -13,7 +13,8 @@
 //! | `undef` | unemulated registers and pointer authentication raise UNDEFINED in the guest (also from EL1t); debug, PMU, LORegion and ACTLR registers read as zero and ignore writes; set/way operations; XZR/x30 operands | 1 |
 //! | `sweep` | one MRS of every op0 = 2/3 encoding (32768), an MSR writing back what was read for the safe ones, 0 to the write-only ones; the guest must survive | 1 |
 //! | `smccc` | every SMCCC/PSCI/Veil function over HVC and SMC, unknown IDs, PSCI_FEATURES, register preservation; powers off with an SMC | 1 |
-//! | `reset`, `reset2` | SYSTEM_RESET over SMC, SYSTEM_RESET2 over HVC (Veil powers the VM off) | 1 |
+//! | `reset`, `reset2` | SYSTEM_RESET over SMC, SYSTEM_RESET2 over HVC (undefined reset types refused): the VM boots again, RAM outside its image kept | 1 |
+//! | `reset-smp` | SYSTEM_RESET from vCPU 1 while vCPU 0 waits: vCPU 0 alone boots again | 2 |
 //! | `smp` | CPU_ON/CPU_OFF/AFFINITY_INFO of vCPUs 1..3, error codes, restart | 4 |
 //! | `smp-restart` | CPU_ON of vCPU 1 the moment AFFINITY_INFO shows it OFF, 400 times | 2+ |
 //! | `wfi` | WFI with interrupts masked, woken by the virtual timer | 1 |
@@ -53,7 +54,7 @@ veil_guest_rt::guest!(name: "cpu", main: main);
 type Test = fn(&mut Tally);
 
 /// Every test, by its `cpu.test=` name.
-const TESTS: [(&str, Test); 12] = [
+const TESTS: [(&str, Test); 13] = [
     ("idregs", idregs::run),
     ("idregs32", idregs::run_aarch32),
     ("undef", undef::run),
@@ -61,6 +62,7 @@ const TESTS: [(&str, Test); 12] = [
     ("smccc", smccc::run),
     ("reset", smccc::run_reset),
     ("reset2", smccc::run_reset2),
+    ("reset-smp", smccc::run_reset_smp),
     ("smp", smp::run),
     ("smp-restart", smp::run_restart),
     ("wfi", wfi::run),

@@ -630,25 +630,155 @@ fn unknown_calls(calls: &mut Calls<'_>) {
     }
 }
 
-/// `cpu.test=reset`: SYSTEM_RESET over SMC. Veil does not restart VMs: it powers the VM off
-/// with a warning (the scenario matches it), so this call must not return.
+/// `cpu.test=reset`: SYSTEM_RESET over SMC (HVC on bare QEMU). A warm reset restarts the VM:
+/// the guest boots again from its entry point with the rest of RAM as it left it. So the first
+/// boot leaves a note in the last page of RAM (no loader writes there) and resets; the second
+/// finds the note, clears it and passes.
 pub fn run_reset(tally: &mut Tally) {
     let conduit = if tally.veil {
         Conduit::Smc
     } else {
         Conduit::Hvc
     };
-    reset(tally, conduit, "SYSTEM_RESET", fid::SYSTEM_RESET);
+    reset(
+        tally,
+        conduit,
+        "SYSTEM_RESET",
+        fid::SYSTEM_RESET,
+        ResetFrom::Boot,
+    );
 }
 
-/// `cpu.test=reset2`: SYSTEM_RESET2 (SMC64, SYSTEM_WARM_RESET) over HVC; as `reset`.
+/// `cpu.test=reset2`: SYSTEM_RESET2 (SMC64, SYSTEM_WARM_RESET) over HVC; as `reset`, after
+/// checking that the reset types Veil does not define are refused.
 pub fn run_reset2(tally: &mut Tally) {
-    reset(tally, Conduit::Hvc, "SYSTEM_RESET2", fid::SYSTEM_RESET2_64);
+    reset(
+        tally,
+        Conduit::Hvc,
+        "SYSTEM_RESET2",
+        fid::SYSTEM_RESET2_64,
+        ResetFrom::Boot,
+    );
 }
 
-fn reset(tally: &mut Tally, conduit: Conduit, name: &str, fid: u32) {
-    println!("cpu: calling {name} over {}", conduit.name());
-    // SAFETY: a reset (or power-off) ends the guest. x1 = 0: SYSTEM_WARM_RESET, x2 = cookie.
-    let regs = unsafe { call(conduit, [u64::from(fid), 0, 0, 0]) };
-    tally.fail(format_args!("{name} returned {:#x}", regs[0]));
+/// `cpu.test=reset-smp` (2 vCPUs): vCPU 1 asks for the reset while vCPU 0 waits in WFI; after
+/// it, vCPU 0 alone runs again and vCPU 1 is off.
+pub fn run_reset_smp(tally: &mut Tally) {
+    reset(
+        tally,
+        Conduit::Hvc,
+        "SYSTEM_RESET",
+        fid::SYSTEM_RESET,
+        ResetFrom::Secondary,
+    );
+}
+
+/// Which vCPU asks for the reset.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ResetFrom {
+    Boot,
+    Secondary,
+}
+
+/// What the first boot leaves for the second: "VEILRST1", then the function ID it called.
+const RESET_NOTE_MAGIC: u64 = 0x5645_494c_5253_5431;
+
+/// A word of this image's `.data` that the first boot overwrites: after the reset it must hold
+/// its initial value again, because the VM's image is loaded anew.
+static IMAGE_CANARY: core::sync::atomic::AtomicU64 =
+    core::sync::atomic::AtomicU64::new(0xC0FF_EE00_0000_0001);
+const CANARY_INITIAL: u64 = 0xC0FF_EE00_0000_0001;
+
+/// The note's place: the start of the last 4 KiB page of RAM (from the DTB's `/memory`).
+fn reset_note() -> Option<*mut [u64; 2]> {
+    let fdt = veil_guest_rt::dtb::get().ok()?;
+    let region = fdt.memory().regions().next()?;
+    let end = region.starting_address as usize + region.size?;
+    Some((end - 0x1000) as *mut [u64; 2])
+}
+
+fn reset(tally: &mut Tally, conduit: Conduit, name: &str, fid: u32, from: ResetFrom) {
+    let Some(note) = reset_note() else {
+        tally.fail(format_args!("the DTB describes no RAM for the reset note"));
+        return;
+    };
+    // SAFETY: the last page of RAM holds nothing of this image, its stacks or its DTB (the
+    // loader puts those at the bottom); with the MMU off the accesses go to memory.
+    let found = unsafe { core::ptr::read_volatile(note) };
+    if found == [RESET_NOTE_MAGIC, u64::from(fid)] {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(note, [0, 0]) };
+        println!("cpu: booted again after {name}");
+        tally.pass(format_args!(
+            "{name} restarted the VM at its entry point; RAM outside the image kept its contents (note at {:#x})",
+            note as usize
+        ));
+        let canary = IMAGE_CANARY.load(core::sync::atomic::Ordering::Relaxed);
+        tally.check(
+            canary == CANARY_INITIAL,
+            format_args!("a .data word the first boot changed reads {canary:#x} after the reset (the image was loaded again)"),
+            format_args!("{CANARY_INITIAL:#x}"),
+        );
+        if from == ResetFrom::Secondary {
+            let state = veil_guest_rt::psci::affinity_info(1);
+            tally.check(
+                matches!(state, Ok(veil_guest_rt::psci::AffinityState::Off)),
+                format_args!("vCPU 1 after the reset: AFFINITY_INFO = {state:?}"),
+                format_args!("Off"),
+            );
+        }
+        return;
+    }
+    if fid == fid::SYSTEM_RESET2_64 && tally.veil {
+        for reset_type in [1u64, 0x8000_0000] {
+            // SAFETY: a reset type Veil does not define: refused, nothing happens.
+            let regs = unsafe { call(conduit, [u64::from(fid), reset_type, 0, 0]) };
+            tally.check(
+                regs[0] == INVALID_PARAMETERS as u64,
+                format_args!(
+                    "{name} with reset type {reset_type:#x} returned {:#x}",
+                    regs[0]
+                ),
+                format_args!("INVALID_PARAMETERS (-2)"),
+            );
+        }
+    }
+    IMAGE_CANARY.store(!CANARY_INITIAL, core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(note, [RESET_NOTE_MAGIC, u64::from(fid)]) };
+    // SAFETY: a barrier only: the note reaches memory before the reset.
+    unsafe { core::arch::asm!("dsb sy", options(nostack)) };
+    match from {
+        ResetFrom::Boot => {
+            println!("cpu: calling {name} over {}", conduit.name());
+            // SAFETY: a reset ends this boot. x1 = 0: SYSTEM_WARM_RESET, x2 = cookie.
+            let regs = unsafe { call(conduit, [u64::from(fid), 0, 0, 0]) };
+            tally.fail(format_args!("{name} returned {:#x}", regs[0]));
+        }
+        ResetFrom::Secondary => {
+            println!("cpu: vCPU 1 calls {name} over {}", conduit.name());
+            // SAFETY: stack 1 is free (no other vCPU was started); the function only resets.
+            if let Err(e) = unsafe { veil_guest_rt::cpu::start(1, 1, reset_from_vcpu1, 0) } {
+                tally.fail(format_args!("CPU_ON of vCPU 1 failed: {e:?}"));
+                return;
+            }
+            // The reset takes this vCPU too, wherever it is; until then it waits.
+            wait_forever()
+        }
+    }
+}
+
+/// vCPU 1 of `reset-smp`: asks for the reset.
+fn reset_from_vcpu1(_arg: usize) -> ! {
+    let error = veil_guest_rt::psci::system_reset();
+    println!("cpu: FAIL SYSTEM_RESET from vCPU 1 returned {error:?}");
+    wait_forever()
+}
+
+/// Waits in WFI for good (interrupts stay masked: nothing but a reset ends it).
+fn wait_forever() -> ! {
+    loop {
+        // SAFETY: WFI only waits.
+        unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
+    }
 }
