@@ -3,11 +3,11 @@
 //! Veil traps with HCR_EL2.TID3 and answers from its sanitized table) and checks every field
 //! that `src/vm/id_regs.rs` promises to hide or cap; also MIDR_EL1 (printed) and MPIDR_EL1.
 
-use veil_guest_rt::exception::ExceptionInfo;
+use veil_guest_rt::exception::{ExceptionInfo, without_exception};
 use veil_guest_rt::sysreg::{Readable, registers};
 use veil_guest_rt::{gic, println};
 
-use crate::tally::{Tally, field, without_exception};
+use crate::tally::{Tally, field};
 
 /// 7 CRm values x 8 op2 values.
 const COUNT: usize = 56;

@@ -4,9 +4,10 @@
 //! with every other register holding a known pattern: the value must land in Rt and nowhere
 //! else, and XZR must drop it.
 
+use veil_guest_rt::exception::without_exception;
 use veil_guest_rt::println;
 
-use crate::tally::{Tally, without_exception};
+use crate::tally::Tally;
 
 use veil_guest_rt::regprobe::pattern;
 

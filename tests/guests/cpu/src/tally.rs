@@ -3,7 +3,6 @@
 
 use core::fmt;
 
-use veil_guest_rt::exception::{ExceptionInfo, expect_exception};
 use veil_guest_rt::{power_off, println};
 
 /// The checks of one test run.
@@ -69,16 +68,6 @@ impl Tally {
             crate::smccc::system_off_by_smc();
         }
         power_off()
-    }
-}
-
-/// Runs `f`, which should raise no exception; returns its value, or the exception it raised
-/// (so one broken check does not end the guest and hide the others).
-pub fn without_exception<T: Default>(f: impl FnOnce() -> T) -> Result<T, ExceptionInfo> {
-    let mut value = T::default();
-    match expect_exception(|| value = f()) {
-        None => Ok(value),
-        Some(info) => Err(info),
     }
 }
 

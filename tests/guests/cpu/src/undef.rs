@@ -12,10 +12,10 @@
 //! - Set/way cache maintenance (HCR_EL2.TSW) completes without an exception.
 //! - Trapped accesses naming XZR or x30 move exactly what an access through x0 moves.
 
-use veil_guest_rt::exception::{ExceptionInfo, ec, expect_exception};
+use veil_guest_rt::exception::{ExceptionInfo, ec, expect_exception, without_exception};
 use veil_guest_rt::{gic, println, read_sysreg, write_sysreg};
 
-use crate::tally::{Tally, field, without_exception};
+use crate::tally::{Tally, field};
 
 /// Checks that `f` raises an UNDEFINED instruction exception (EC 0x00) taken from EL1 itself.
 fn expect_undef(tally: &mut Tally, what: &str, f: impl FnOnce()) {

@@ -3,7 +3,9 @@
 
 use core::fmt;
 
-use veil_guest_rt::exception::{ExceptionInfo, Kind, Source, ec, expect_exception};
+use veil_guest_rt::exception::{
+    ExceptionInfo, Kind, Source, ec, expect_exception, without_exception,
+};
 use veil_guest_rt::{power_off, println};
 
 /// Fault status code of a synchronous external abort not on a table walk (ESR.ISS[5:0]).
@@ -61,10 +63,9 @@ impl Tally {
         what: fmt::Arguments<'_>,
         access: impl FnOnce() -> T,
     ) -> Option<T> {
-        let mut value = T::default();
-        match expect_exception(|| value = access()) {
-            None => Some(value),
-            Some(info) => {
+        match without_exception(access) {
+            Ok(value) => Some(value),
+            Err(info) => {
                 self.fail(format_args!("{} raised an exception: {}", what, info));
                 None
             }

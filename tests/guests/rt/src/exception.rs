@@ -5,7 +5,9 @@
 //!
 //! - inside [`expect_exception`], the first synchronous exception or SError is recorded and the
 //!   guest resumes after it ([`ExceptionInfo::resume_address`]); the call returns the record.
-//!   This is how tests check that the hypervisor injects an UNDEF or an abort.
+//!   This is how tests check that the hypervisor injects an UNDEF or an abort;
+//!   [`without_exception`] is the same for code that should not raise one, so that a check
+//!   that does is reported and the guest goes on.
 //! - an IRQ goes to the handler the guest installed with [`set_irq_handler`], which must
 //!   acknowledge and end it (see [`crate::gic`]); the interrupted code resumes where it was.
 //!   The handler runs with IRQs masked; it may unmask them to let a more urgent interrupt
@@ -166,6 +168,17 @@ impl fmt::Display for ExceptionInfo {
 pub use handler::{expect_exception, set_irq_handler};
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use irq_mask::{mask_irqs, unmask_irqs};
+
+/// Runs `f`, which should raise no exception; returns its value, or the exception it raised
+/// instead of letting the runtime end the guest, so one broken check does not hide the others.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub fn without_exception<T: Default>(f: impl FnOnce() -> T) -> Result<T, ExceptionInfo> {
+    let mut value = T::default();
+    match expect_exception(|| value = f()) {
+        None => Ok(value),
+        Some(info) => Err(info),
+    }
+}
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod irq_mask {

@@ -9,8 +9,9 @@
 //! - [`console`]: `print!`/`println!` on the board's PL011.
 //! - [`smccc`] and [`psci`]: firmware calls over HVC (and SMC), with PSCI's named wrappers.
 //! - [`exception`]: the EL1 vector table; [`exception::expect_exception`] lets a test provoke an
-//!   exception on purpose, [`exception::set_irq_handler`] takes interrupts, any other exception
-//!   fails the guest loudly.
+//!   exception on purpose and [`exception::without_exception`] survive one it did not want,
+//!   [`exception::set_irq_handler`] takes interrupts, any other exception fails the guest
+//!   loudly.
 //! - [`gic`]: a small GICv2/GICv3 driver (set-up, acknowledge/end, SGIs, per-INTID state), and
 //!   [`probe`]: accesses a hypervisor may refuse, caught and named.
 //! - [`dtb`] and [`bootargs`]: the device tree from x0 and the kernel command line in it.

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use veil_guest_rt::exception::{ExceptionInfo, expect_exception};
+use veil_guest_rt::exception::{ExceptionInfo, without_exception};
 use veil_guest_rt::fdt::Fdt;
 use veil_guest_rt::fdt::node::FdtNode;
 use veil_guest_rt::sysreg::{Readable, registers};
@@ -61,16 +61,6 @@ impl Tally {
             println!("tiny: {} checks FAILED", self.failed);
         }
         power_off()
-    }
-}
-
-/// Runs `f`, which should not raise any exception; if it does, returns the exception instead of
-/// letting the runtime end the guest, so one broken check does not hide the others.
-pub fn without_exception<T: Default>(f: impl FnOnce() -> T) -> Result<T, ExceptionInfo> {
-    let mut value = T::default();
-    match expect_exception(|| value = f()) {
-        None => Ok(value),
-        Some(info) => Err(info),
     }
 }
 
