@@ -21,9 +21,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use veil_guest_rt::exception::{mask_irqs, unmask_irqs};
 use veil_guest_rt::gic::{self, SPURIOUS};
+use veil_guest_rt::tally::Tally;
 
 use crate::dispatch::{self, Entered};
-use crate::report::Tally;
 use crate::wait;
 
 /// SPI 92, which nothing drives on QEMU `virt` or Veil's board.

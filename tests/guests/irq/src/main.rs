@@ -36,16 +36,15 @@ mod active;
 mod dispatch;
 mod passthrough;
 mod priority;
-mod report;
 mod sgi;
+mod spread;
 mod timer;
 mod uart;
 mod wait;
 
 use veil_guest_rt::sysreg::{Readable, registers};
+use veil_guest_rt::tally::{Summary, Tally};
 use veil_guest_rt::{bootargs, dtb, gic, power_off, println};
-
-use report::Tally;
 
 veil_guest_rt::guest!(name: "irq", main: main);
 
@@ -88,7 +87,8 @@ fn main(_dtb: usize) -> ! {
         cpus.len(),
         registers::CNTFRQ_EL0.get()
     );
-    let mut tally = Tally::new();
+    // Only vCPU 0 reports.
+    let mut tally = Tally::new(Summary::Failures);
     if let Err(refusal) = dispatch::init(gic) {
         tally.fail(format_args!("GIC set-up on vCPU 0: {}", refusal));
         tally.finish()

@@ -18,10 +18,11 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use veil_guest_rt::cpu::{self, MAX_CPUS};
 use veil_guest_rt::exception::{mask_irqs, unmask_irqs};
 use veil_guest_rt::gic::{self, Target};
+use veil_guest_rt::tally::Tally;
 use veil_guest_rt::{halt, psci};
 
 use crate::dispatch::{self, Cpus, Entered};
-use crate::report::{Spread, Tally};
+use crate::spread::Spread;
 use crate::timer::Timer;
 use crate::wait;
 

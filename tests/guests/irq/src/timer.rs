@@ -16,9 +16,10 @@ use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use veil_guest_rt::exception::{mask_irqs, unmask_irqs};
 use veil_guest_rt::gic;
+use veil_guest_rt::tally::Tally;
 
 use crate::dispatch::{self, Entered};
-use crate::report::{Spread, Tally};
+use crate::spread::Spread;
 use crate::wait;
 
 /// CNTx_CTL_EL0 bits.

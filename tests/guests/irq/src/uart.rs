@@ -14,9 +14,9 @@ use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use veil_guest_rt::exception::{mask_irqs, unmask_irqs};
 use veil_guest_rt::gic;
 use veil_guest_rt::println;
+use veil_guest_rt::tally::Tally;
 
 use crate::dispatch::{self, Entered};
-use crate::report::Tally;
 use crate::timer::Timer;
 use crate::wait;
 

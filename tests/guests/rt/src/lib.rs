@@ -16,6 +16,7 @@
 //!   [`probe`]: accesses a hypervisor may refuse, caught and named.
 //! - [`dtb`] and [`bootargs`]: the device tree from x0 and the kernel command line in it.
 //! - [`sysreg`]: system-register reads by name, typed through `aarch64-cpu` or raw `mrs`.
+//! - [`tally`]: a guest's checks, one `<guest>: ok|FAIL|skip ...` line each, and the summary.
 //!
 //! Failures are reported on the console as `<guest>: FAIL ...` and end with PSCI SYSTEM_OFF, so
 //! a host that matches console output always sees why a guest stopped.
@@ -51,6 +52,8 @@ pub mod regprobe;
 pub mod smccc;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod sysreg;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod tally;
 
 /// The crates whose types appear in this crate's API, so guests use the very same versions.
 pub use aarch64_cpu;
@@ -61,8 +64,9 @@ pub use power::{halt, name, power_off};
 
 /// Declares the guest's name and main function; every guest binary invokes this exactly once.
 ///
-/// `name` prefixes the runtime's own console lines (`<name>: FAIL panicked: ...`); `main`
-/// receives the DTB address that the loader passed in x0 and must never return:
+/// `name` prefixes the runtime's own console lines (`<name>: FAIL panicked: ...`) and those of
+/// the guest's `tally::Tally`; `main` receives the DTB address that the loader passed in x0 and
+/// must never return:
 ///
 /// ```ignore
 /// veil_guest_rt::guest!(name: "tiny", main: main);

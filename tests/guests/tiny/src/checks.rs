@@ -7,7 +7,8 @@ use veil_guest_rt::exception::{ExceptionInfo, without_exception};
 use veil_guest_rt::fdt::Fdt;
 use veil_guest_rt::fdt::node::FdtNode;
 use veil_guest_rt::sysreg::{Readable, registers};
-use veil_guest_rt::{dtb, power_off, println, psci, smccc};
+use veil_guest_rt::tally::{Summary, Tally};
+use veil_guest_rt::{dtb, println, psci, smccc};
 
 /// Where the guest's RAM starts (QEMU `virt` layout).
 const RAM_BASE: usize = 0x4000_0000;
@@ -21,49 +22,6 @@ const SMCCC_1_1: i32 = 0x0001_0001;
 /// Calls), function 0x1234.
 const UNKNOWN_FID: u32 = 0x8500_1234;
 
-/// Counts failures and prints each check's line.
-pub struct Tally {
-    failed: u32,
-}
-
-impl Tally {
-    pub fn new() -> Self {
-        Self { failed: 0 }
-    }
-
-    /// Prints `tiny: ok <got>` if `passed`, else `tiny: FAIL <got>, expected <expected>`, and
-    /// counts the failure.
-    pub fn check(&mut self, passed: bool, got: fmt::Arguments<'_>, expected: fmt::Arguments<'_>) {
-        if passed {
-            self.pass(got);
-        } else {
-            self.failed += 1;
-            println!("tiny: FAIL {}, expected {}", got, expected);
-        }
-    }
-
-    /// Prints `tiny: ok <what>`.
-    pub fn pass(&mut self, what: fmt::Arguments<'_>) {
-        println!("tiny: ok {}", what);
-    }
-
-    /// Prints `tiny: FAIL <what>` and counts it.
-    pub fn fail(&mut self, what: fmt::Arguments<'_>) {
-        self.failed += 1;
-        println!("tiny: FAIL {}", what);
-    }
-
-    /// Prints the summary line and powers off.
-    pub fn finish(self) -> ! {
-        if self.failed == 0 {
-            println!("tiny: all checks passed");
-        } else {
-            println!("tiny: {} checks FAILED", self.failed);
-        }
-        power_off()
-    }
-}
-
 /// Makes an HVC with function ID `fid` and no arguments; returns x0.
 fn hvc(fid: u32) -> Result<u64, ExceptionInfo> {
     // SAFETY: every ID this module passes only queries: PSCI_VERSION, SMCCC_VERSION and an ID
@@ -73,7 +31,7 @@ fn hvc(fid: u32) -> Result<u64, ExceptionInfo> {
 
 /// The basic checks, then the summary and power-off.
 pub fn run(dtb_address: usize) -> ! {
-    let mut tally = Tally::new();
+    let mut tally = Tally::new(Summary::Failures);
     match dtb::get() {
         Ok(fdt) => {
             tally.pass(format_args!(

@@ -13,9 +13,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use veil_guest_rt::exception::{ExceptionInfo, Kind, Source, ec, expect_exception};
 use veil_guest_rt::sysreg::{Readable, registers};
+use veil_guest_rt::tally::{Summary, Tally};
 use veil_guest_rt::{cpu, dtb, halt, println, psci, read_sysreg};
-
-use crate::checks::Tally;
 
 /// An `Option<ExceptionInfo>` as text: the record, or `none`.
 struct Taken(Option<ExceptionInfo>);
@@ -37,7 +36,7 @@ fn is_sync_el1h(info: &Option<ExceptionInfo>, ec: u8) -> bool {
 }
 
 pub fn run() -> ! {
-    let mut tally = Tally::new();
+    let mut tally = Tally::new(Summary::Failures);
     undefined_instruction(&mut tally);
     registers_survive_an_exception(&mut tally);
     alignment_fault(&mut tally);
