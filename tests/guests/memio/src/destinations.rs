@@ -15,9 +15,9 @@
 //! exception taken meanwhile still runs on SP_EL1, the guest's real stack.
 
 use crate::board::{GICD, PL011};
-use crate::tally::Tally;
 
 use veil_guest_rt::exception::expect_exception;
+use veil_guest_rt::tally::Tally;
 
 use veil_guest_rt::regprobe::pattern;
 

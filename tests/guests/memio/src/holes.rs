@@ -15,9 +15,10 @@
 use core::arch::asm;
 
 use veil_guest_rt::exception::{Kind, Source, ec, expect_exception};
+use veil_guest_rt::tally::Tally;
 
+use crate::access::{AccessChecks, FSC_EXTERNAL_ABORT};
 use crate::board::{GICC, GICD, GICR, GICR_STRIDE, Host, PL011, PL031, VIRTIO_MMIO};
-use crate::tally::{FSC_EXTERNAL_ABORT, Tally};
 
 /// An address with nothing behind it on Veil's board.
 #[derive(Clone, Copy)]

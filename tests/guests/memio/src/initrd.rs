@@ -8,10 +8,10 @@
 //! (FNV-1a, compared with the value computed from the committed file). The guest prints the
 //! checksum and its bootargs for the scenario to match.
 
+use veil_guest_rt::tally::Tally;
 use veil_guest_rt::{dtb, println};
 
 use crate::board::{self, Host};
-use crate::tally::Tally;
 
 /// Length of tests/fixtures/memio-initrd.bin.
 const FIXTURE_LEN: u64 = 5000;

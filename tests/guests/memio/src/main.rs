@@ -35,6 +35,7 @@
 #![no_main]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod access;
 mod board;
 mod destinations;
 mod holes;
@@ -43,11 +44,9 @@ mod mmio;
 mod mmu;
 mod ram;
 mod rtc;
-mod tally;
 
+use veil_guest_rt::tally::{Summary, Tally};
 use veil_guest_rt::{bootargs, dtb, power_off, println};
-
-use tally::Tally;
 
 veil_guest_rt::guest!(name: "memio", main: main);
 
@@ -63,7 +62,7 @@ fn main(dtb_address: usize) -> ! {
         host.ram.0,
         host.ram.1
     );
-    let mut tally = Tally::new();
+    let mut tally = Tally::new(Summary::Failures);
     match test {
         "ram" => ram::run(&mut tally, &host),
         "mmio" => mmio::run(&mut tally, &host),

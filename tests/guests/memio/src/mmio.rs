@@ -27,10 +27,11 @@ use core::arch::asm;
 
 use veil_guest_rt::exception::{ec, expect_exception};
 use veil_guest_rt::sysreg::{Readable, registers};
+use veil_guest_rt::tally::Tally;
 
+use crate::access::AccessChecks;
 use crate::board::{Host, PL011, PL031, VIRTIO_MMIO, read32, write32};
 use crate::mmu::{DEVICE_ALIAS, RAM_ALIAS, WALK_INTO_A_HOLE};
-use crate::tally::Tally;
 
 /// PL011 registers (PL011 TRM, table 3-1).
 const UARTFR: u64 = PL011 + 0x018;

@@ -10,9 +10,9 @@
 //! The guest's MMU is off, so RAM is Device memory here: only aligned 64-bit accesses.
 
 use veil_guest_rt::println;
+use veil_guest_rt::tally::Tally;
 
 use crate::board::{self, Host};
-use crate::tally::Tally;
 
 const PAGE: u64 = 4096;
 const WORDS_PER_PAGE: u64 = PAGE / 8;

@@ -9,9 +9,9 @@
 use veil_guest_rt::aarch64_cpu::asm::barrier;
 use veil_guest_rt::println;
 use veil_guest_rt::sysreg::{Readable, registers};
+use veil_guest_rt::tally::Tally;
 
 use crate::board::{PL031, read32};
-use crate::tally::Tally;
 
 /// 2025-01-01T00:00:00Z.
 const JAN_1_2025: u64 = 1_735_689_600;
