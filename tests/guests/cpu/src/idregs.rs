@@ -182,7 +182,7 @@ fn zero(tally: &mut Tally, values: &[u64; COUNT], index: usize) {
 pub fn run(tally: &mut Tally) {
     let values = read_all(tally);
     if !tally.veil {
-        tally.skip(format_args!(
+        tally.skip_veil_only(format_args!(
             "sanitized fields (bare QEMU shows its own CPU)"
         ));
         identity(tally);
@@ -301,7 +301,7 @@ fn identity(tally: &mut Tally) {
 pub fn run_aarch32(tally: &mut Tally) {
     let values = read_all(tally);
     if !tally.veil {
-        tally.skip(format_args!(
+        tally.skip_veil_only(format_args!(
             "sanitized fields (bare QEMU shows its own CPU)"
         ));
         return;

@@ -1,14 +1,20 @@
-//! Counting checks and printing their lines: `cpu: ok ..`, `cpu: FAIL ..`, `cpu: skip ..`, and
-//! the summary that ends every test.
+//! The cpu guest's tally: the runtime's, whose summary here also counts the checks that passed
+//! (`cpu: all checks passed (N checks)`), plus what only this guest needs to know: whether it
+//! runs on Veil, which decides whether checks of Veil's own promises run or are skipped, and
+//! whether it powers off over SMC.
 
 use core::fmt;
+use core::ops::{Deref, DerefMut};
 
-use veil_guest_rt::{power_off, println};
+use veil_guest_rt::power_off;
+use veil_guest_rt::tally::{self, Summary};
 
 /// The checks of one test run.
+///
+/// It dereferences to the runtime's tally, so checks call `check`, `pass` and `fail` on it as
+/// they would on that one; only skipping and finishing go through this type.
 pub struct Tally {
-    failed: u32,
-    passed: u32,
+    checks: tally::Tally,
     /// Whether the guest runs on Veil (its vendor UID answered), which decides whether checks
     /// of Veil-specific promises run or are skipped.
     pub veil: bool,
@@ -20,54 +26,38 @@ pub struct Tally {
 impl Tally {
     pub fn new(veil: bool) -> Self {
         Self {
-            failed: 0,
-            passed: 0,
+            checks: tally::Tally::new(Summary::FailuresAndPasses),
             veil,
             power_off_by_smc: false,
         }
     }
 
-    /// `cpu: ok <got>` if `passed`, else `cpu: FAIL <got>, expected <expected>`.
-    pub fn check(&mut self, passed: bool, got: fmt::Arguments<'_>, expected: fmt::Arguments<'_>) {
-        if passed {
-            self.pass(got);
-        } else {
-            self.failed += 1;
-            println!("cpu: FAIL {}, expected {}", got, expected);
-        }
-    }
-
-    /// `cpu: ok <what>`.
-    pub fn pass(&mut self, what: fmt::Arguments<'_>) {
-        self.passed += 1;
-        println!("cpu: ok {}", what);
-    }
-
-    /// `cpu: FAIL <what>`, counted.
-    pub fn fail(&mut self, what: fmt::Arguments<'_>) {
-        self.failed += 1;
-        println!("cpu: FAIL {}", what);
-    }
-
     /// `cpu: skip <what> (not under Veil)`: a Veil promise that bare QEMU does not make.
-    pub fn skip(&mut self, what: fmt::Arguments<'_>) {
-        println!("cpu: skip {} (not under Veil)", what);
+    pub fn skip_veil_only(&mut self, what: fmt::Arguments<'_>) {
+        self.checks.skip(what, "not under Veil");
     }
 
-    /// Prints the summary and powers off.
+    /// Prints the summary and powers off, over SMC if `power_off_by_smc`.
     pub fn finish(self) -> ! {
-        if self.failed == 0 {
-            println!("cpu: all checks passed ({} checks)", self.passed);
-        } else {
-            println!(
-                "cpu: {} checks FAILED ({} passed)",
-                self.failed, self.passed
-            );
-        }
+        self.checks.print_summary();
         if self.power_off_by_smc {
             crate::smccc::system_off_by_smc();
         }
         power_off()
+    }
+}
+
+impl Deref for Tally {
+    type Target = tally::Tally;
+
+    fn deref(&self) -> &tally::Tally {
+        &self.checks
+    }
+}
+
+impl DerefMut for Tally {
+    fn deref_mut(&mut self) -> &mut tally::Tally {
+        &mut self.checks
     }
 }
 

@@ -78,7 +78,7 @@ fn unemulated(tally: &mut Tally) {
     if tally.veil {
         implementation_defined(tally);
     } else {
-        tally.skip(format_args!(
+        tally.skip_veil_only(format_args!(
             "IMPLEMENTATION DEFINED registers (QEMU's -cpu max has some)"
         ));
     }
@@ -367,7 +367,7 @@ fn read_as_zero(tally: &mut Tally) {
         }
     }
     if !tally.veil {
-        tally.skip(format_args!("read-as-zero/write-ignored values"));
+        tally.skip_veil_only(format_args!("read-as-zero/write-ignored values"));
     }
 }
 
@@ -476,7 +476,7 @@ fn from_sp_el0(tally: &mut Tally) {
     const EL1T: u64 = 0b0100;
     for (what, veil_only) in [("trapped S3_1_C15_C2_0", true), ("UDF", false)] {
         if veil_only && !tally.veil {
-            tally.skip(format_args!("{what} from EL1t"));
+            tally.skip_veil_only(format_args!("{what} from EL1t"));
             continue;
         }
         let info = expect_exception(|| {
