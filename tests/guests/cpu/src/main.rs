@@ -23,7 +23,7 @@
 //!
 //! Output contract (every line starts with `cpu: `): `cpu: hello from EL1`, then
 //! `cpu: hypervisor Veil|none`, then `cpu: ok <what>` / `cpu: FAIL <what>` per check (and
-//! plain information lines), then `cpu: all checks passed` or `cpu: N checks FAILED`, then PSCI
+//! plain information lines), then `cpu: all checks passed (N checks)` or `cpu: N checks FAILED (M passed)`, then PSCI
 //! SYSTEM_OFF. Checks of Veil-specific promises (RAZ/WI registers, its UID, SMC as a conduit)
 //! are skipped with `cpu: skip <what>` when the guest runs on bare QEMU, so the same binary
 //! tells guest bugs from hypervisor bugs:

@@ -1,7 +1,7 @@
 //! Probing accesses a hypervisor may refuse.
 //!
 //! Each helper runs exactly one access inside the runtime's
-//! [`expect_exception`](crate::exception::expect_exception): if the hypervisor answers
+//! [`expect_exception`]: if the hypervisor answers
 //! it with an exception (an external abort for a device it does not emulate, UNDEFINED for a
 //! system register it does not know), the access is skipped and the caller gets a [`Refusal`]
 //! that names it, so the operation that needed it can be reported unavailable. One access per

@@ -17,11 +17,11 @@
 //! Between the two, every register is the probe's: the frame `regprobe_enter!` pushes (112
 //! bytes on SP) keeps what the procedure-call standard asks the callee to preserve.
 //!
-//! Most probes exist once per destination register: [`regprobe_per_rt!`] writes one for each
-//! Rt = x0..x30 and XZR, and a table of them; [`regprobe_patterns!`] fills x0..x30 with
+//! Most probes exist once per destination register: [`regprobe_per_rt!`](crate::regprobe_per_rt) writes one for each
+//! Rt = x0..x30 and XZR, and a table of them; [`regprobe_patterns!`](crate::regprobe_patterns) fills x0..x30 with
 //! [`pattern`]`(n)`.
 
-/// The value [`regprobe_patterns!`] puts in register `n`: distinct per register, and unlike
+/// The value [`regprobe_patterns!`](crate::regprobe_patterns) puts in register `n`: distinct per register, and unlike
 /// anything a device or a system register holds.
 pub const fn pattern(n: usize) -> u64 {
     0xF00D_0000_0000_0000 | (n as u64) << 8 | n as u64
@@ -41,8 +41,8 @@ macro_rules! regprobe_patterns {
 }
 
 /// Assembly text: 32 probes `<prefix>_x0` .. `<prefix>_x30`, `<prefix>_xzr`, each
-/// [`regprobe_enter!`], the `body` (assembly text in which `\rt` is the register's number, or
-/// `zr`) and [`regprobe_leave!`]; then `<prefix>_table`, their addresses in that order, in
+/// [`regprobe_enter!`](crate::regprobe_enter), the `body` (assembly text in which `\rt` is the register's number, or
+/// `zr`) and [`regprobe_leave!`](crate::regprobe_leave); then `<prefix>_table`, their addresses in that order, in
 /// `.rodata`.
 #[macro_export]
 macro_rules! regprobe_per_rt {
@@ -86,7 +86,7 @@ macro_rules! regprobe_enter {
 }
 
 /// Assembly text: a probe's end. Stores x0..x30 as they are into `out` (saved by
-/// [`regprobe_enter!`]), restores x18..x30 and returns.
+/// [`regprobe_enter!`](crate::regprobe_enter)), restores x18..x30 and returns.
 #[macro_export]
 macro_rules! regprobe_leave {
     () => {

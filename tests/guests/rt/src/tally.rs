@@ -2,7 +2,7 @@
 //!
 //! The host judges a test guest only by its console, matching lines that
 //! `tests/scenarios.toml` names, so every guest reports its checks in one format, each line
-//! starting with the guest's [`name`](crate::name):
+//! starting with the guest's [`name`]:
 //!
 //! - `<name>: ok <what>`: a check passed.
 //! - `<name>: FAIL <what>`, or `<name>: FAIL <got>, expected <expected>`: a check failed.
