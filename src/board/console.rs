@@ -6,6 +6,7 @@
 //! that keeps lines whole when several CPUs print.
 
 use super::drivers::pl011::Pl011;
+use super::input_switch::{InputSwitch, Typed};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use spin::Mutex;
@@ -105,23 +106,59 @@ pub fn enable_input() {
     }
 }
 
-/// Moves bytes typed on the host console to the first VM's UART (the console's input belongs
-/// to VM 0), as many as its receive FIFO takes. The rest wait in the host UART, whose interrupt
-/// is masked meanwhile; the VM's UART calls this again once the guest has drained its FIFO.
+/// Where typed input goes: the escape sequence's state and the VM that receives input now.
+struct InputRoute {
+    switch: InputSwitch,
+    target: usize,
+}
+
+/// Serializes [`forward_input`], which the host UART's interrupt (on the boot CPU) and every
+/// VM's UART (on whichever CPU its guest drains it) call.
+static INPUT: Mutex<InputRoute> = Mutex::new(InputRoute {
+    switch: InputSwitch::new(),
+    target: 0,
+});
+
+/// Moves bytes typed on the host console to the UART of the VM input goes to (VM 0 at first;
+/// Ctrl-] and a digit switch when several VMs run, see `board::input_switch`), as many as its
+/// receive FIFO takes. The rest wait in the host UART, whose interrupt is masked meanwhile; a
+/// VM's UART calls this again once its guest has drained its FIFO.
 pub fn forward_input() {
     let uart = uart();
-    let Some(vm) = crate::vm::registry::get(0) else {
-        while uart.read_byte().is_some() {}
-        return;
-    };
+    let mut route = INPUT.lock();
+    let several = crate::vm::registry::count() > 1;
     loop {
-        if !vm.uart.rx_has_room() {
+        let Some(vm) = crate::vm::registry::get(route.target) else {
+            // Nobody to take it (no VMs at all): what is typed goes nowhere.
+            while uart.read_byte().is_some() {}
+            break;
+        };
+        // One byte may become two (an escape passed on): room for both before reading.
+        if !vm.uart.rx_has_room_for(2) {
             uart.set_rx_interrupt(false);
             return;
         }
-        match uart.read_byte() {
-            Some(byte) => vm.uart.push_input(byte),
-            None => break,
+        let Some(byte) = uart.read_byte() else { break };
+        if !several {
+            vm.uart.push_input(byte);
+            continue;
+        }
+        match route.switch.feed(byte) {
+            Typed::SwitchTo(n) => match crate::vm::registry::get(n) {
+                Some(next) => {
+                    route.target = n;
+                    log::info!("console input now goes to VM {n} \"{}\"", next.name);
+                }
+                None => log::warn!(
+                    "console input: there is no VM {n}; it stays with VM {}",
+                    route.target
+                ),
+            },
+            typed => {
+                for &b in typed.bytes() {
+                    vm.uart.push_input(b);
+                }
+            }
         }
     }
     uart.set_rx_interrupt(true);

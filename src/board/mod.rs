@@ -7,6 +7,7 @@
 pub mod console;
 pub mod discovery;
 pub mod drivers;
+pub mod input_switch;
 pub mod panic;
 pub mod power;
 

@@ -429,6 +429,11 @@ fn create_vms(platform: &Platform) {
             Err(e) => log::error!("VM {index} \"{}\" not created: {e}", spec.name),
         }
     }
+    if registry::count() > 1 {
+        log::info!(
+            "console input goes to VM 0; type Ctrl-] and a VM's number to switch (Ctrl-] twice: a Ctrl-])"
+        );
+    }
 }
 
 /// The host's wall-clock time, from a PL031 RTC if the host has one (QEMU virt does), paired

@@ -166,9 +166,9 @@ impl<S: ConsoleSink> VirtualPl011<S> {
         *s = State::at_reset(rx, line);
     }
 
-    /// Whether the receive FIFO can take another byte.
-    pub fn rx_has_room(&self) -> bool {
-        self.state.lock().rx.len() < RX_FIFO_DEPTH
+    /// Whether the receive FIFO can take `bytes` more bytes.
+    pub fn rx_has_room_for(&self, bytes: usize) -> bool {
+        self.state.lock().rx.len() + bytes <= RX_FIFO_DEPTH
     }
 
     /// Tells the interrupt line about a change of RIS & IMSC.
@@ -408,7 +408,7 @@ mod tests {
         }));
         uart.push_input(1);
         uart.push_input(2);
-        assert!(uart.rx_has_room());
+        assert!(uart.rx_has_room_for(1));
         uart.read(reg::DR, 4).unwrap();
         assert_eq!(CALLS.load(Ordering::SeqCst), 0);
         uart.read(reg::DR, 4).unwrap();
@@ -422,7 +422,10 @@ mod tests {
         for i in 0..RX_FIFO_DEPTH {
             uart.push_input(i as u8);
         }
-        assert!(!uart.rx_has_room());
+        assert!(!uart.rx_has_room_for(1));
+        uart.read(reg::DR, 4).unwrap();
+        assert!(uart.rx_has_room_for(1));
+        assert!(!uart.rx_has_room_for(2));
     }
 
     #[test]

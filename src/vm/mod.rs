@@ -493,15 +493,14 @@ impl Vm {
             routing: irq.clone(),
             intid: virtual_board::spi_intid(virtual_board::PL011_SPI),
         };
-        let mut uart = VirtualPl011::with_irq(
+        let uart = VirtualPl011::with_irq(
             VmConsole { prefix },
             line_buffered,
             Some(Box::new(uart_line)),
         );
-        if id == 0 {
-            // The host console's input goes to VM 0; more may wait once the guest drained some.
-            uart = uart.on_rx_drained(Box::new(crate::board::console::forward_input));
-        }
+        // The host console's input goes to one VM at a time (board::input_switch); more may wait
+        // once that VM's guest drained some.
+        let uart = uart.on_rx_drained(Box::new(crate::board::console::forward_input));
         let uart = Arc::new(uart);
         mmio.add(
             virtual_board::PL011_BASE,
