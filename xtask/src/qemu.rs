@@ -261,16 +261,18 @@ pub struct Outcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Input {
     pub text: String,
-    /// Typed only once the console output shows this; `None`: at once.
-    pub after: Option<String>,
+    /// Typed only once the console output has shown each of these (in any order); none: at
+    /// once.
+    pub after: Vec<String>,
 }
 
 impl std::fmt::Display for Input {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", self.text)?;
-        match &self.after {
-            Some(marker) => write!(f, " once the console shows {marker:?}"),
-            None => write!(f, " at once"),
+        match self.after.as_slice() {
+            [] => write!(f, " at once"),
+            [marker] => write!(f, " once the console shows {marker:?}"),
+            markers => write!(f, " once the console has shown each of {markers:?}"),
         }
     }
 }
@@ -392,8 +394,8 @@ fn pump(
     })
 }
 
-/// Writes `input` to QEMU's stdin once the transcript shows its marker, then holds stdin open
-/// until `ended`.
+/// Writes `input` to QEMU's stdin once the transcript has shown each of its markers, then holds
+/// stdin open until `ended`.
 fn feed(
     stdin: Option<ChildStdin>,
     input: Input,
@@ -404,22 +406,19 @@ fn feed(
         let Some(mut stdin) = stdin else {
             return;
         };
-        let marker = input
-            .after
-            .as_deref()
-            .map(str::as_bytes)
-            .unwrap_or_default();
+        let mut unseen: Vec<&[u8]> = input.after.iter().map(|m| m.as_bytes()).collect();
         let mut searched = 0;
         let mut typed = false;
         while !ended.load(Ordering::Relaxed) {
             if !typed {
                 let kept = transcript.lock().unwrap_or_else(|e| e.into_inner());
-                let from = searched.min(kept.len()).saturating_sub(marker.len());
-                let seen =
-                    marker.is_empty() || kept[from..].windows(marker.len()).any(|w| w == marker);
+                unseen.retain(|marker| {
+                    let from = searched.min(kept.len()).saturating_sub(marker.len());
+                    !kept[from..].windows(marker.len()).any(|w| w == *marker)
+                });
                 searched = kept.len();
                 drop(kept);
-                if seen {
+                if unseen.is_empty() {
                     // QEMU may have gone already; the outcome says so, not this write.
                     let _ = stdin
                         .write_all(input.text.as_bytes())
@@ -662,7 +661,7 @@ mod tests {
         echo_input.args(["-c", "echo 'ready?'; read line; echo \"got <$line>\""]);
         let input = Input {
             text: "typed\n".into(),
-            after: Some("ready?".into()),
+            after: vec!["ready?".into()],
         };
         let outcome = run_with_input(
             echo_input,
@@ -680,6 +679,33 @@ mod tests {
         assert_eq!(
             input.to_string(),
             "\"typed\\n\" once the console shows \"ready?\""
+        );
+
+        // Several markers: typed only once both have appeared, whatever their order.
+        let mut two_markers = Command::new("sh");
+        two_markers.args([
+            "-c",
+            "echo second; sleep 0.3; echo first; read line; echo \"got <$line>\"",
+        ]);
+        let input = Input {
+            text: "both\n".into(),
+            after: vec!["first".into(), "second".into()],
+        };
+        let outcome = run_with_input(
+            two_markers,
+            Console::Capture,
+            Some(Duration::from_secs(10)),
+            Some(&input),
+        )
+        .unwrap();
+        assert!(
+            outcome.console.contains("got <both>"),
+            "{}",
+            outcome.console
+        );
+        assert_eq!(
+            input.to_string(),
+            "\"both\\n\" once the console has shown each of [\"first\", \"second\"]"
         );
 
         let mut sleeper = Command::new("sh");

@@ -19,7 +19,8 @@
 //! exit = 1                       # expected exit status, default 0
 //! timeout = 30                   # seconds, default 60
 //! input = "hello\n"              # typed into the console once, default nothing
-//! input_after = "waiting"        # ... once the console shows this, default at once
+//! input_after = "waiting"        # ... once the console shows this (or each of a list of
+//!                                # strings, any order), default at once
 //! ```
 //!
 //! `expect` is matched in order, each entry after the end of the previous match: a string must
@@ -91,7 +92,28 @@ pub struct Scenario {
     #[serde(default)]
     pub input: Option<String>,
     #[serde(default)]
-    pub input_after: Option<String>,
+    pub input_after: Markers,
+}
+
+/// `input_after`: one string, or a list of them.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(from = "OneOrMore")]
+pub struct Markers(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMore {
+    One(String),
+    More(Vec<String>),
+}
+
+impl From<OneOrMore> for Markers {
+    fn from(value: OneOrMore) -> Self {
+        match value {
+            OneOrMore::One(marker) => Markers(vec![marker]),
+            OneOrMore::More(markers) => Markers(markers),
+        }
+    }
 }
 
 mod defaults {
@@ -195,12 +217,12 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>> {
             "scenario {name}: `input` is empty"
         );
         ensure!(
-            scenario.input_after.is_none() || scenario.input.is_some(),
+            scenario.input_after.0.is_empty() || scenario.input.is_some(),
             "scenario {name}: `input_after` without `input`"
         );
         ensure!(
-            scenario.input_after.as_ref().is_none_or(|a| !a.is_empty()),
-            "scenario {name}: `input_after` is empty"
+            scenario.input_after.0.iter().all(|a| !a.is_empty()),
+            "scenario {name}: an `input_after` entry is empty"
         );
     }
     Ok(file.scenario)
@@ -266,7 +288,7 @@ impl Scenario {
     pub fn input(&self) -> Option<Input> {
         self.input.as_ref().map(|text| Input {
             text: text.clone(),
-            after: self.input_after.clone(),
+            after: self.input_after.0.clone(),
         })
     }
 
@@ -394,7 +416,7 @@ mod tests {
             unmapped.input(),
             Some(Input {
                 text: "hello\n".into(),
-                after: Some("waiting for input".into())
+                after: vec!["waiting for input".into()]
             })
         );
     }
@@ -473,11 +495,17 @@ mod tests {
             "[[scenario]]\nname = \"a\"\ninput = \"\"\n",
             "[[scenario]]\nname = \"a\"\ninput_after = \"x\"\n",
             "[[scenario]]\nname = \"a\"\ninput = \"x\"\ninput_after = \"\"\n",
+            "[[scenario]]\nname = \"a\"\ninput = \"x\"\ninput_after = [\"y\", \"\"]\n",
+            "[[scenario]]\nname = \"a\"\ninput = \"x\"\ninput_after = 3\n",
         ];
         for text in bad {
             assert!(parse(text).is_err(), "should be refused:\n{text}");
         }
         assert!(parse("").unwrap().is_empty());
+        let listed =
+            parse("[[scenario]]\nname = \"a\"\ninput = \"x\"\ninput_after = [\"y\", \"z\"]\n")
+                .unwrap();
+        assert_eq!(listed[0].input().unwrap().after, ["y", "z"]);
     }
 
     #[test]
