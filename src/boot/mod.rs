@@ -139,7 +139,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     crate::interrupts::init(platform, platform.uart.and_then(|u| u.intid));
     board::console::enable_input();
     crate::interrupts::init_this_cpu(0);
-    create_vms(platform);
+    create_vms(platform, blob);
     if registry::count() == 0 {
         log::error!("no VM to run");
         board::power::power_off(ExitStatus::VmStopped);
@@ -338,7 +338,7 @@ fn print_banner(platform: &Platform, image: Region, tables: usize) {
 }
 
 /// Builds every VM in the package the boot loader placed as the initrd.
-fn create_vms(platform: &Platform) {
+fn create_vms(platform: &Platform, host_dtb: &'static [u8]) {
     let Some(initrd) = platform.initrd.filter(|r| r.size != 0) else {
         log::error!(
             "no VM package: pass one as the initrd (QEMU: -initrd vms.pkg; see docs/VM_PACKAGE.md)"
@@ -380,6 +380,7 @@ fn create_vms(platform: &Platform) {
                 .collect()
         },
         own_spis: platform.uart.and_then(|u| u.intid).into_iter().collect(),
+        dtb: host_dtb,
     };
     let counts: alloc::vec::Vec<usize> = specs
         .iter()

@@ -4,7 +4,9 @@
 //! describes the same devices (node names, `compatible` lists, interrupt specifiers, clocks), so
 //! that an unmodified Linux binds the same drivers it binds under QEMU. Devices Veil does not
 //! emulate (ITS, GICv2m, PCIe, flash, fw-cfg, PL061, PMU) are left out: a node for them would
-//! send the guest's driver into memory that faults.
+//! send the guest's driver into memory that faults. Host devices passed through to the VM are
+//! described as the host's DTB describes them (`super::passthrough_dt`), in place of any
+//! emulated device in their window.
 //!
 //! The result is a plain DTB (version 17) written by the small [`writer`] beside this file;
 //! `build` checks its inputs, so a DTB it returns is one `dtc` accepts without warnings.
@@ -14,6 +16,7 @@ mod writer;
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::passthrough_dt::PassedDevice;
 use writer::{Name, Writer, text};
 
 use super::virtual_board::{
@@ -47,6 +50,11 @@ pub struct GuestDtbConfig<'a> {
     pub bootargs: &'a str,
     /// Guest-physical `(start, end)` of the initrd, end exclusive, if there is one.
     pub initrd: Option<(u64, u64)>,
+    /// Host device windows `(base, size)` passed through: no emulated device is described
+    /// inside them.
+    pub passthrough_windows: &'a [(u64, u64)],
+    /// The host's descriptions of the devices in those windows (`super::passthrough_dt`).
+    pub passthrough_devices: &'a [PassedDevice<'a>],
 }
 
 /// Why a guest DTB could not be built.
@@ -160,8 +168,18 @@ pub fn build(cfg: &GuestDtbConfig) -> Result<Vec<u8>, GuestDtbError> {
     write_gic(&mut fdt, cfg.gic, cpu_regs.len())?;
     write_apb_pclk(&mut fdt);
     write_pl011(&mut fdt);
-    write_pl031(&mut fdt);
-    write_virtio_mmio(&mut fdt);
+    let emulated = |base: u64, size: u64| {
+        !cfg.passthrough_windows
+            .iter()
+            .any(|&(b, s)| base < b.saturating_add(s) && b < base + size)
+    };
+    if emulated(PL031_BASE, PL031_SIZE) {
+        write_pl031(&mut fdt);
+    }
+    write_virtio_mmio(&mut fdt, emulated);
+    for device in cfg.passthrough_devices {
+        write_passed_device(&mut fdt, device);
+    }
 
     // "/pl011@9000000", which `/chosen/stdout-path` and `/aliases/serial0` name.
     let mut digits = [0; 16];
@@ -355,13 +373,16 @@ fn write_pl031(fdt: &mut Writer) {
     fdt.end_node();
 }
 
-fn write_virtio_mmio(fdt: &mut Writer) {
+fn write_virtio_mmio(fdt: &mut Writer, emulated: impl Fn(u64, u64) -> bool) {
     // Ascending addresses, as in QEMU's finished DTB: Linux probes in this order, so the first
     // populated slot becomes vda / eth0 on both.
     for slot in 0..VIRTIO_MMIO_SLOTS {
         let Some(base) = virtio_mmio_slot_base(slot) else {
             break;
         };
+        if !emulated(base, VIRTIO_MMIO_SLOT_SIZE) {
+            continue;
+        }
         fdt.begin_node_at(text!("virtio_mmio"), base);
         fdt.null(Name::DmaCoherent);
         let spi = VIRTIO_MMIO_FIRST_SPI + slot;
@@ -370,6 +391,32 @@ fn write_virtio_mmio(fdt: &mut Writer) {
         fdt.text(Name::Compatible, text!("virtio,mmio"));
         fdt.end_node();
     }
+}
+
+/// A host device passed through, as the host's DTB describes it (see `super::passthrough_dt`
+/// for what is kept). Its clocks become the board's `apb-pclk`, one per name: the PrimeCell
+/// bus needs `apb_pclk` to read the device's ID, and the guest has no other clock to offer.
+fn write_passed_device(fdt: &mut Writer, device: &PassedDevice) {
+    let Some(&(base, _)) = device.reg.first() else {
+        return;
+    };
+    fdt.begin_node_named_at(device.name.as_bytes(), base);
+    if device.dma_coherent {
+        fdt.null(Name::DmaCoherent);
+    }
+    if let Some(names) = device.clock_names {
+        let count = names.split(|&b| b == 0).filter(|n| !n.is_empty()).count();
+        fdt.raw(Name::ClockNames, names);
+        fdt.u32s(Name::Clocks, &alloc::vec![APB_PCLK_PHANDLE; count]);
+    }
+    if !device.interrupts.is_empty() {
+        let cells: Vec<u32> = device.interrupts.iter().flatten().copied().collect();
+        fdt.u32s(Name::Interrupts, &cells);
+    }
+    let reg: Vec<u64> = device.reg.iter().flat_map(|&(a, s)| [a, s]).collect();
+    fdt.u64s(Name::Reg, &reg);
+    fdt.raw(Name::Compatible, device.compatible);
+    fdt.end_node();
 }
 
 #[cfg(test)]
@@ -398,6 +445,8 @@ mod tests {
             gic,
             bootargs: "",
             initrd: None,
+            passthrough_windows: &[],
+            passthrough_devices: &[],
         }
     }
 
@@ -844,6 +893,50 @@ mod tests {
             out.status.success() && stderr.is_empty(),
             "dtc on {tag}: {stderr}"
         );
+    }
+
+    #[test]
+    fn passed_through_devices_replace_emulated_ones() {
+        // QEMU's own PL031 and fw-cfg, and the first virtio-mmio slot's window.
+        let host = include_bytes!("../../tests/fixtures/qemu-virt-gicv3.dtb");
+        let windows = [
+            (PL031_BASE, 0x1000),
+            (0x0902_0000, 0x1000),
+            (0x0a00_0000, 0x200),
+        ];
+        let devices = super::super::passthrough_dt::find(host, &windows, &[34]);
+        let mpidrs = [0x8000_0000];
+        let mut c = cfg(&mpidrs, GicModel::V3);
+        c.passthrough_windows = &windows;
+        c.passthrough_devices = &devices;
+        let dtb = build(&c).unwrap();
+        dtc_accepts(&dtb, "passthrough");
+        let tree = parse(&dtb);
+        let rtc = &tree["/pl031@9010000"];
+        assert_eq!(rtc["compatible"], sl(&["arm,pl031", "arm,primecell"]));
+        assert_eq!(rtc["interrupts"], u32s(&[0, 2, 4]));
+        assert_eq!(rtc["clock-names"], s("apb_pclk"));
+        assert_eq!(rtc["clocks"], r(&["/apb-pclk"]));
+        assert_eq!(rtc["reg"], u64s(&[PL031_BASE, 0x1000]));
+        let fw_cfg = &tree["/fw-cfg@9020000"];
+        assert_eq!(fw_cfg["compatible"], s("qemu,fw-cfg-mmio"));
+        assert_eq!(fw_cfg["reg"], u64s(&[0x0902_0000, 0x18]));
+        assert!(fw_cfg.contains_key("dma-coherent"));
+        // The first virtio slot is the host's now: its node is QEMU's, without the interrupt
+        // (SPI 16, not passed); the next slot is still Veil's, with its interrupt.
+        let slot = &tree["/virtio_mmio@a000000"];
+        assert!(!slot.contains_key("interrupts"));
+        assert!(slot.contains_key("dma-coherent"));
+        assert!(tree["/virtio_mmio@a000200"].contains_key("interrupts"));
+        assert_eq!(
+            tree.keys().filter(|k| k.starts_with("/pl031")).count(),
+            1,
+            "one RTC: the host's"
+        );
+        // Without passthrough the board is as before.
+        let plain = parse(&build(&cfg(&mpidrs, GicModel::V3)).unwrap());
+        assert!(!plain.contains_key("/fw-cfg@9020000"));
+        assert!(plain.contains_key("/virtio_mmio@a000000"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod guest_dtb;
 pub mod id_regs;
 pub mod loader;
 pub mod package;
+pub mod passthrough_dt;
 pub mod placement;
 pub mod psci;
 pub mod registry;
@@ -146,6 +147,8 @@ pub struct HostInfo {
     pub own_devices: Vec<crate::board::discovery::Region>,
     /// Host SPIs Veil keeps (the console's input).
     pub own_spis: Vec<u32>,
+    /// The host's DTB, where passed-through devices are described.
+    pub dtb: &'static [u8],
 }
 
 /// One virtual machine.
@@ -391,6 +394,11 @@ impl Vm {
             (Some(start), Some(data)) => Some((start, start + data.len() as u64)),
             _ => None,
         };
+        // Passed-through devices are described as the host's DTB describes them (windows that
+        // turn out to be refused below end the VM's creation anyway).
+        let windows: Vec<(u64, u64)> = spec.passthrough_regions().collect();
+        let passed_spis: Vec<u32> = spec.passthrough_intids().collect();
+        let passed_devices = passthrough_dt::find(host.dtb, &windows, &passed_spis);
         let dtb = guest_dtb::build(&guest_dtb::GuestDtbConfig {
             ram_size: size,
             vcpu_mpidrs: &mpidrs,
@@ -400,6 +408,8 @@ impl Vm {
             },
             bootargs: spec.bootargs,
             initrd: initrd_range,
+            passthrough_windows: &windows,
+            passthrough_devices: &passed_devices,
         })
         .map_err(VmError::Dtb)?;
         if dtb.len() as u64 > GUEST_DTB_MAX {

@@ -167,24 +167,24 @@ impl Writer {
         let whole = name.len / 4;
         self.words(&name.words[..whole]);
         // The name's last, partial word (its unused bytes are zero) goes on with the rest.
-        let mut text = Packer {
+        let text = Packer {
             out: &mut self.structs,
             word: u32::from_le(name.words[whole]),
             used: name.len % 4,
         };
-        text.byte(b'@');
-        // The hex digits, eight at a time (see `hex8`), without leading zeros.
-        let digits = (64 - (unit | 1).leading_zeros()).div_ceil(4) as usize;
-        let low = hex8(unit as u32);
-        if digits > 8 {
-            let high = hex8((unit >> 32) as u32);
-            text.bytes8(high >> (8 * (16 - digits)), digits - 8);
-            text.bytes8(low, 8);
-        } else {
-            text.bytes8(low >> (8 * (8 - digits)), digits);
+        unit_address(text, unit);
+        self.depth += 1;
+    }
+
+    /// [`Writer::begin_node_at`] with a name known only at run time; the caller has checked it
+    /// holds no NUL and no `@`.
+    pub fn begin_node_named_at(&mut self, name: &[u8], unit: u64) {
+        self.word(FDT_BEGIN_NODE);
+        let mut text = Packer::new(&mut self.structs);
+        for &byte in name {
+            text.byte(byte);
         }
-        text.byte(0);
-        text.finish();
+        unit_address(text, unit);
         self.depth += 1;
     }
 
@@ -254,6 +254,17 @@ impl Writer {
             }
         }
         text.byte(0);
+        text.finish();
+    }
+
+    /// A property whose value is `value` as it is: a string list copied from another DTB,
+    /// its NULs included.
+    pub fn raw(&mut self, name: Name, value: &[u8]) {
+        self.begin_prop(name, value.len());
+        let mut text = Packer::new(&mut self.structs);
+        for &byte in value {
+            text.byte(byte);
+        }
         text.finish();
     }
 
@@ -328,6 +339,23 @@ fn hex8(value: u32) -> u64 {
 }
 
 /// Packs bytes into structure-block words, a byte at a time into a register.
+/// Ends a node name being packed: `@`, `unit` in hex without leading zeros, the NUL.
+fn unit_address(mut text: Packer, unit: u64) {
+    text.byte(b'@');
+    // The hex digits, eight at a time (see `hex8`).
+    let digits = (64 - (unit | 1).leading_zeros()).div_ceil(4) as usize;
+    let low = hex8(unit as u32);
+    if digits > 8 {
+        let high = hex8((unit >> 32) as u32);
+        text.bytes8(high >> (8 * (16 - digits)), digits - 8);
+        text.bytes8(low, 8);
+    } else {
+        text.bytes8(low >> (8 * (8 - digits)), digits);
+    }
+    text.byte(0);
+    text.finish();
+}
+
 struct Packer<'w> {
     out: &'w mut Vec<u32>,
     /// The word being filled, its first byte in the low bits.
