@@ -73,7 +73,47 @@ fn fw_cfg_signature() -> [u8; 4] {
 }
 
 /// The `passthrough` test.
+/// The guest's DTB describes both devices where they are, the RTC with its (passed) SPI, as
+/// the host's DTB does: a driver finds them there.
+fn described(tally: &mut Tally) {
+    let Ok(fdt) = veil_guest_rt::dtb::get() else {
+        tally.fail(format_args!("passthrough: the DTB cannot be read"));
+        return;
+    };
+    let base_of = |compatible: &str| {
+        fdt.find_compatible(&[compatible])
+            .and_then(|node| node.reg())
+            .and_then(|mut regions| regions.next())
+            .map(|region| region.starting_address as usize)
+    };
+    let fw_cfg = base_of("qemu,fw-cfg-mmio");
+    tally.check(
+        fw_cfg == Some(FW_CFG),
+        format_args!(
+            "passthrough: the DTB describes a qemu,fw-cfg-mmio at {:#x} (0: none)",
+            fw_cfg.unwrap_or(0)
+        ),
+        format_args!("{FW_CFG:#x}"),
+    );
+    let rtc = base_of("arm,pl031");
+    // <GIC_SPI 2 IRQ_TYPE_LEVEL_HIGH>: INTID 34.
+    const SPI_2_LEVEL: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 4];
+    let interrupts = fdt
+        .find_compatible(&["arm,pl031"])
+        .and_then(|node| node.property("interrupts"))
+        .map(|p| p.value);
+    tally.check(
+        rtc == Some(RTC) && interrupts == Some(&SPI_2_LEVEL[..]),
+        format_args!(
+            "passthrough: the DTB describes an arm,pl031 at {:#x} (0: none) with interrupts {interrupts:?}",
+            rtc.unwrap_or(0)
+        ),
+        format_args!("{RTC:#x} with <0 2 4>"),
+    );
+}
+
 pub fn run(tally: &mut Tally) {
+    described(tally);
     let signature = fw_cfg_signature();
     tally.check(
         &signature == b"QEMU",
