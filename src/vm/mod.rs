@@ -170,9 +170,6 @@ pub struct Vm {
     pub id_regs: IdRegs,
     pub gic: GuestGic,
     pub vcpu_count: usize,
-    /// Where the boot vCPU starts, and the DTB address it gets in x0.
-    pub entry: u64,
-    pub dtb_ipa: u64,
     /// What guest RAM holds at power-on, for loading it again at a reset.
     boot_image: BootImage,
     /// Host SPIs passed through to this VM.
@@ -590,8 +587,6 @@ impl Vm {
             id_regs: IdRegs::sanitize(&host.id_regs, gic, stage2::GUEST_PA_RANGE),
             gic,
             vcpu_count,
-            entry: boot_image.plan.entry,
-            dtb_ipa: boot_image.plan.dtb_ipa,
             boot_image,
             passthrough_spis: spis.clone(),
             vcpu_power,
