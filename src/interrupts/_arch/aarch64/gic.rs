@@ -92,30 +92,9 @@ pub fn init(info: &GicInfo, cpu_count: usize, host_uart_intid: Option<u32>) {
             version: info.version,
         }
     });
-    if let (Some(intid), Some(gic)) = (host_uart_intid.filter(|&i| i >= 32), GIC.get()) {
+    if let Some(intid) = host_uart_intid.filter(|&i| i >= 32) {
         HOST_UART_INTID.store(intid, core::sync::atomic::Ordering::Relaxed);
-        let id = intid_from_raw(intid);
-        match &mut *gic.driver.lock() {
-            Driver::V2(g) => {
-                g.set_interrupt_priority(id, 0xa0);
-                // GICD_ITARGETSR<n>: one byte per INTID; send it to the boot CPU's interface.
-                let target = GICV2_TARGET[0]
-                    .load(core::sync::atomic::Ordering::Relaxed)
-                    .max(1);
-                // SAFETY: a byte-accessible distributor register of the mapped GICD.
-                unsafe {
-                    core::ptr::write_volatile(
-                        (gic_v2_gicd_base() + 0x800 + intid as usize) as *mut u8,
-                        target,
-                    )
-                };
-                let _ = g.enable_interrupt(id, true);
-            }
-            Driver::V3(g) => {
-                let _ = g.set_interrupt_priority(id, None, 0xa0);
-                let _ = g.enable_interrupt(id, None, true);
-            }
-        }
+        enable_spi(intid, 0);
     }
 }
 
@@ -340,7 +319,8 @@ pub fn clear_spi_active(intid: u32) {
     unsafe { core::ptr::write_volatile(register as *mut u32, 1 << (intid % 32)) };
 }
 
-/// Enables SPI `intid` and routes it to physical CPU `cpu` (a passthrough interrupt).
+/// Enables SPI `intid` and routes it to physical CPU `cpu` (the host console's input, or a
+/// passthrough interrupt).
 pub fn enable_spi(intid: u32, cpu: usize) {
     let Some(gic) = GIC.get() else { return };
     let id = intid_from_raw(intid);
