@@ -183,17 +183,26 @@ impl State {
         self.cfg.model == GicModel::V2 || intid >= PRIVATE_COUNT
     }
 
-    /// A guest read of the distributor by `vcpu`.
-    pub fn gicd_read(&self, vcpu: usize, offset: u64, size: u8) -> Result<u64, MmioError> {
+    /// The register a `size`-byte access by `vcpu` at `offset` reaches, if the access is one
+    /// the distributor takes; banked registers are `vcpu`'s own.
+    fn gicd_access(&self, vcpu: usize, offset: u64, size: u8) -> Result<(Reg, Access), MmioError> {
         if vcpu >= self.cfg.nr_vcpus || offset >= GICD_WINDOW {
             return Err(MmioError::BadAccess);
         }
         let r = Reg::decode(self.cfg.model, offset);
         check_width(offset, size, r.widths())?;
-        let acc = Access {
-            accessor: vcpu,
-            bank: vcpu,
-        };
+        Ok((
+            r,
+            Access {
+                accessor: vcpu,
+                bank: vcpu,
+            },
+        ))
+    }
+
+    /// A guest read of the distributor by `vcpu`.
+    pub fn gicd_read(&self, vcpu: usize, offset: u64, size: u8) -> Result<u64, MmioError> {
+        let (r, acc) = self.gicd_access(vcpu, offset, size)?;
         Ok(match r {
             Reg::Ctlr => u64::from(self.gicd_ctlr()),
             Reg::Typer => u64::from(self.gicd_typer()),
@@ -247,15 +256,7 @@ impl State {
         size: u8,
         value: u64,
     ) -> Result<(), MmioError> {
-        if vcpu >= self.cfg.nr_vcpus || offset >= GICD_WINDOW {
-            return Err(MmioError::BadAccess);
-        }
-        let r = Reg::decode(self.cfg.model, offset);
-        check_width(offset, size, r.widths())?;
-        let acc = Access {
-            accessor: vcpu,
-            bank: vcpu,
-        };
+        let (r, acc) = self.gicd_access(vcpu, offset, size)?;
         match r {
             Reg::Ctlr => {
                 let v = value as u32;

@@ -132,18 +132,30 @@ impl State {
         Some((vcpu, offset % GICR_STRIDE))
     }
 
-    /// A guest read at `offset` into the redistributor region.
-    pub fn gicr_read(&self, offset: u64, size: u8) -> Result<u64, MmioError> {
+    /// The register a `size`-byte access at `offset` into the redistributor region reaches,
+    /// the access (the frame's vCPU is both the bank and, for ISACTIVER, the owner of the active
+    /// state) and the offset in the frame; `None` for a frame past the VM's vCPUs (RAZ/WI);
+    /// `Err` for an access the redistributor does not take.
+    fn gicr_access(&self, offset: u64, size: u8) -> Result<Option<(Reg, Access, u64)>, MmioError> {
         let (vcpu, off) = self.gicr_locate(offset).ok_or(MmioError::BadAccess)?;
         let r = Reg::decode(off, size);
         check_width(off, size, r.widths())?;
-        if vcpu >= self.cfg.nr_vcpus {
+        Ok((vcpu < self.cfg.nr_vcpus).then_some((
+            r,
+            Access {
+                accessor: vcpu,
+                bank: vcpu,
+            },
+            off,
+        )))
+    }
+
+    /// A guest read at `offset` into the redistributor region.
+    pub fn gicr_read(&self, offset: u64, size: u8) -> Result<u64, MmioError> {
+        let Some((r, acc, off)) = self.gicr_access(offset, size)? else {
             return Ok(0);
-        }
-        let acc = Access {
-            accessor: vcpu,
-            bank: vcpu,
         };
+        let vcpu = acc.bank;
         Ok(match r {
             Reg::Typer => {
                 let typer = self.gicr_typer(vcpu);
@@ -171,17 +183,10 @@ impl State {
     /// A guest write at `offset` into the redistributor region. vCPUs that must look at their
     /// list registers again are added to `self.kicks`.
     pub fn gicr_write(&mut self, offset: u64, size: u8, value: u64) -> Result<(), MmioError> {
-        let (vcpu, off) = self.gicr_locate(offset).ok_or(MmioError::BadAccess)?;
-        let r = Reg::decode(off, size);
-        check_width(off, size, r.widths())?;
-        if vcpu >= self.cfg.nr_vcpus {
+        let Some((r, acc, _)) = self.gicr_access(offset, size)? else {
             return Ok(());
-        }
-        // The frame's vCPU is both the bank and, for ISACTIVER, the owner of the active state.
-        let acc = Access {
-            accessor: vcpu,
-            bank: vcpu,
         };
+        let vcpu = acc.bank;
         match r {
             Reg::Waker => {
                 if let Some(cpu) = self.cpus.get_mut(vcpu) {
