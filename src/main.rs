@@ -32,6 +32,9 @@ pub mod timer;
 pub mod traps;
 pub mod vm;
 
+#[cfg(test)]
+mod test_rng;
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {

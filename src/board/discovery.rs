@@ -1539,13 +1539,8 @@ mod tests {
     /// Many random multi-byte corruptions, from a fixed seed so failures reproduce.
     #[test]
     fn random_corruption_is_survived() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::test_rng::Rng::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = || rng.next();
         for blob in FIXTURES {
             for _ in 0..2000 {
                 let mut copy = blob.to_vec();

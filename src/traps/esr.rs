@@ -305,11 +305,9 @@ mod tests {
         // Bytes above the access size are dropped even without sign extension.
         assert_eq!(extend_load(0xffff_ff01, 1, false, true), 0x01);
         // Against the definition, for every width and flag, on values with every top bit.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = crate::test_rng::Rng::new(0x9e37_79b9_7f4a_7c15);
         for _ in 0..2000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next();
             for size in [1u8, 2, 4, 8] {
                 for (sign, sf) in [(false, false), (false, true), (true, false), (true, true)] {
                     let bits = size as u32 * 8;

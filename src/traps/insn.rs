@@ -1392,16 +1392,7 @@ mod tests {
         );
     }
 
-    /// xorshift64*: deterministic, so a failure reproduces.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn check_invariants(word: u32, a: &Access) {
         assert!(matches!(a.size, 1 | 2 | 4 | 8 | 16), "{word:#x}");
@@ -1418,7 +1409,7 @@ mod tests {
 
     #[test]
     fn random_words_never_panic() {
-        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let mut rng = Rng::new(0x5eed_1234_abcd_0001);
         let mut decoded = 0;
         for i in 0..2_000_000u32 {
             let r = rng.next();

@@ -1162,38 +1162,28 @@ mod tests {
         );
     }
 
-    /// xorshift64*: deterministic, so a failure reproduces.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-        fn interesting(&mut self) -> u64 {
-            const VALUES: [u64; 12] = [
-                0,
-                1,
-                7,
-                8,
-                0xfff,
-                0x1000,
-                0x20_0000,
-                0x4000_0000,
-                0x4008_0000,
-                u64::MAX,
-                u64::MAX - 1,
-                1 << 63,
-            ];
-            match self.below(3) {
-                0 => VALUES[self.below(VALUES.len() as u64) as usize],
-                1 => self.below(0x1_0000_0000),
-                _ => self.next(),
-            }
+    use crate::test_rng::Rng;
+
+    /// Mostly values at the edges of what the loader checks, else any.
+    fn interesting(rng: &mut Rng) -> u64 {
+        const VALUES: [u64; 12] = [
+            0,
+            1,
+            7,
+            8,
+            0xfff,
+            0x1000,
+            0x20_0000,
+            0x4000_0000,
+            0x4008_0000,
+            u64::MAX,
+            u64::MAX - 1,
+            1 << 63,
+        ];
+        match rng.below(3) {
+            0 => VALUES[rng.below(VALUES.len() as u64) as usize],
+            1 => rng.below(0x1_0000_0000),
+            _ => rng.next(),
         }
     }
 
@@ -1261,7 +1251,7 @@ mod tests {
             ),
             vec![0x1f, 0x20, 0x03, 0xd5],
         ];
-        let mut rng = Rng(0x5eed_cafe_f00d_d00d);
+        let mut rng = Rng::new(0x5eed_cafe_f00d_d00d);
         let (mut ok, mut err) = (0u32, 0u32);
         for round in 0..20_000 {
             let mut img = seeds[round % seeds.len()].clone();
@@ -1283,7 +1273,7 @@ mod tests {
                     2 => {
                         let i = (rng.below(30) * 8) as usize;
                         if i + 8 <= img.len() {
-                            img[i..i + 8].copy_from_slice(&rng.interesting().to_le_bytes());
+                            img[i..i + 8].copy_from_slice(&interesting(&mut rng).to_le_bytes());
                         }
                     }
                     3 => img.truncate(rng.below(img.len() as u64 + 1) as usize),
@@ -1293,20 +1283,20 @@ mod tests {
             let initrd = match rng.below(3) {
                 0 => None,
                 1 => Some(rng.below(8 * MIB)),
-                _ => Some(rng.interesting()),
+                _ => Some(interesting(&mut rng)),
             };
             let dtb = if rng.below(4) == 0 {
-                rng.interesting()
+                interesting(&mut rng)
             } else {
                 1 + rng.below(MAX_DTB_SIZE)
             };
             let base = if rng.below(4) == 0 {
-                rng.interesting()
+                interesting(&mut rng)
             } else {
                 RAM
             };
             let size = if rng.below(4) == 0 {
-                rng.interesting()
+                interesting(&mut rng)
             } else {
                 (1 + rng.below(128)) * MIB
             };

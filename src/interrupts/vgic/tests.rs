@@ -1134,22 +1134,11 @@ fn mmio_adapters() {
 
 // ---- robustness -----------------------------------------------------------------------
 
-/// A small deterministic generator, so that the sweep below is reproducible.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 ^ (self.0 >> 29)
-    }
-}
+use crate::test_rng::Rng;
 
 #[test]
 fn no_guest_input_panics() {
-    let mut rng = Lcg(0x5eed);
+    let mut rng = Rng::new(0x5eed);
     for (model, vcpus) in [(GicModel::V2, 8), (GicModel::V3, 3), (GicModel::V3, 17)] {
         let g = vgic(model, vcpus, 64);
         for i in 0..60_000u64 {
@@ -1198,7 +1187,7 @@ fn no_guest_input_panics() {
 #[test]
 fn a_spi_is_never_in_two_vcpus_registers() {
     // Random traffic across vCPUs; at every fill, no SPI is held by two vCPUs at once.
-    let mut rng = Lcg(42);
+    let mut rng = Rng::new(42);
     let g = vgic(GicModel::V3, 3, 32);
     g.wr(0, 0x0, 4, 0b11);
     g.wr(0, ISENABLER + 4, 4, 0xffff_ffff);
@@ -1360,7 +1349,7 @@ fn fills_agree_with_a_full_scan() {
     // Random guest and device traffic on every register that affects delivery; before each
     // sync the expected choice is computed the slow way, and (through `Vgic`'s own checks) the
     // delivery index is compared with a scan after every operation.
-    let mut rng = Lcg(7);
+    let mut rng = Rng::new(7);
     for (model, vcpus, n) in [
         (GicModel::V2, 3, 4),
         (GicModel::V3, 3, 4),
