@@ -239,6 +239,20 @@ mod tests {
         (0..=200).chain([255, 256, 257, 1000, 1024, 4095, 4096])
     }
 
+    /// `dst` holds `want` at offset `d` and the guard byte everywhere else.
+    fn assert_wrote(dst: &Buf, d: usize, want: &[u8], what: core::fmt::Arguments) {
+        let len = want.len();
+        assert_eq!(&dst.0[d..d + len], want, "{what}: len {len}, dst +{d}");
+        assert!(
+            dst.0[..d].iter().all(|&b| b == GUARD),
+            "{what}: wrote before: len {len}, dst +{d}"
+        );
+        assert!(
+            dst.0[d + len..].iter().all(|&b| b == GUARD),
+            "{what}: wrote after: len {len}, dst +{d}"
+        );
+    }
+
     #[test]
     fn copy_every_alignment_and_length() {
         let data = pattern(4096 + 32);
@@ -251,19 +265,7 @@ mod tests {
                     dst.0.fill(GUARD);
                     // SAFETY: both ranges lie inside their buffers (len + 16 <= 4096 + 64).
                     unsafe { copy(dst.0.as_mut_ptr().add(d), src.0.as_ptr().add(s), len) };
-                    assert_eq!(
-                        &dst.0[d..d + len],
-                        &data[..len],
-                        "len {len}, src +{s}, dst +{d}"
-                    );
-                    assert!(
-                        dst.0[..d].iter().all(|&b| b == GUARD),
-                        "wrote before: len {len}, dst +{d}"
-                    );
-                    assert!(
-                        dst.0[d + len..].iter().all(|&b| b == GUARD),
-                        "wrote after: len {len}, dst +{d}"
-                    );
+                    assert_wrote(&dst, d, &data[..len], format_args!("src +{s}"));
                 }
             }
         }
@@ -277,18 +279,7 @@ mod tests {
                 dst.0.fill(GUARD);
                 // SAFETY: the range lies inside the buffer.
                 unsafe { zero(dst.0.as_mut_ptr().add(d), len) };
-                assert!(
-                    dst.0[d..d + len].iter().all(|&b| b == 0),
-                    "len {len}, dst +{d}"
-                );
-                assert!(
-                    dst.0[..d].iter().all(|&b| b == GUARD),
-                    "wrote before: len {len}, dst +{d}"
-                );
-                assert!(
-                    dst.0[d + len..].iter().all(|&b| b == GUARD),
-                    "wrote after: len {len}, dst +{d}"
-                );
+                assert_wrote(&dst, d, &alloc::vec![0; len], format_args!("zero"));
             }
         }
     }
