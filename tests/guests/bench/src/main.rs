@@ -219,23 +219,12 @@ fn dtb_cpus() -> Cpus {
         count: 0,
         other: None,
     };
-    let Ok(fdt) = dtb::get() else {
-        return cpus;
-    };
-    let Some(node) = fdt.find_node("/cpus") else {
-        return cpus;
-    };
-    let mpidrs = node
-        .children()
-        .filter(|n| n.name.split('@').next() == Some("cpu"))
-        .filter_map(|n| n.reg()?.next())
-        .map(|r| r.starting_address as u64);
-    for mpidr in mpidrs {
+    dtb::for_each_cpu(|mpidr| {
         cpus.count += 1;
         if mpidr != me && cpus.other.is_none() {
             cpus.other = Some(mpidr);
         }
-    }
+    });
     cpus
 }
 

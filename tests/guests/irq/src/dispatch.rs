@@ -14,7 +14,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use veil_guest_rt::cpu::{self, MAX_CPUS, MPIDR_AFFINITY_MASK};
+use veil_guest_rt::cpu::{self, MAX_CPUS};
 use veil_guest_rt::gic::{self, Gic};
 use veil_guest_rt::probe::Refusal;
 use veil_guest_rt::{dtb, exception};
@@ -159,20 +159,11 @@ pub fn cpus() -> Cpus {
         mpidr: [0; MAX_CPUS],
         count: 0,
     };
-    let Ok(fdt) = dtb::get() else {
-        return cpus;
-    };
-    let Some(node) = fdt.find_node("/cpus") else {
-        return cpus;
-    };
-    let mpidrs = node
-        .children()
-        .filter(|n| n.name.split('@').next() == Some("cpu"))
-        .filter_map(|n| n.reg()?.next())
-        .map(|r| r.starting_address as u64 & MPIDR_AFFINITY_MASK);
-    for mpidr in mpidrs.take(MAX_CPUS) {
-        cpus.mpidr[cpus.count] = mpidr;
-        cpus.count += 1;
-    }
+    dtb::for_each_cpu(|mpidr| {
+        if cpus.count < MAX_CPUS {
+            cpus.mpidr[cpus.count] = mpidr;
+            cpus.count += 1;
+        }
+    });
     cpus
 }

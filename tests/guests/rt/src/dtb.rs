@@ -22,6 +22,20 @@ pub fn get() -> Result<Fdt<'static>, FdtError> {
     unsafe { Fdt::from_ptr(address as *const u8) }
 }
 
+/// Calls `f` with the MPIDR affinity (`reg`, masked with
+/// [`MPIDR_AFFINITY_MASK`](crate::cpu::MPIDR_AFFINITY_MASK)) of each `/cpus/cpu@N` node, in DTB
+/// order; nothing when there is no valid DTB or no `/cpus`.
+pub fn for_each_cpu(mut f: impl FnMut(u64)) {
+    let Ok(fdt) = get() else { return };
+    let Some(node) = fdt.find_node("/cpus") else {
+        return;
+    };
+    node.children()
+        .filter(|n| n.name.split('@').next() == Some("cpu"))
+        .filter_map(|n| n.reg()?.next())
+        .for_each(|r| f(r.starting_address as u64 & crate::cpu::MPIDR_AFFINITY_MASK));
+}
+
 /// The kernel command line: `/chosen/bootargs`, or `None` if there is no valid DTB, no
 /// `/chosen` or no `bootargs` in it. See [`crate::bootargs`] for picking words out of it.
 pub fn bootargs() -> Option<&'static str> {
