@@ -53,25 +53,10 @@ impl<T: MmioDevice> MmioDevice for alloc::sync::Arc<T> {
 }
 
 /// One device's window on the bus.
-pub struct MmioRegion {
+struct MmioRegion {
     base: u64,
     size: u64,
     device: Box<dyn MmioDevice>,
-    /// A window of the virtual GIC, some of whose reads answer interrupt state the reading
-    /// vCPU's list registers may hold more recently than the model (the exit path folds them
-    /// back first; see `traps::data_abort::reads_live_irq_state`).
-    vgic: bool,
-}
-
-impl MmioRegion {
-    pub fn device(&self) -> &dyn MmioDevice {
-        self.device.as_ref()
-    }
-
-    /// Whether this is a window of the virtual GIC (see [`MmioBus::add_vgic_window`]).
-    pub fn is_vgic(&self) -> bool {
-        self.vgic
-    }
 }
 
 /// The devices of one VM, by guest physical address.
@@ -127,27 +112,6 @@ impl MmioBus {
         size: u64,
         device: Box<dyn MmioDevice>,
     ) -> Result<(), Overlap> {
-        self.insert(base, size, device, false)
-    }
-
-    /// Places a window of the virtual GIC, whose pending and active reads need the reading
-    /// vCPU's list registers folded back first.
-    pub fn add_vgic_window(
-        &mut self,
-        base: u64,
-        size: u64,
-        device: Box<dyn MmioDevice>,
-    ) -> Result<(), Overlap> {
-        self.insert(base, size, device, true)
-    }
-
-    fn insert(
-        &mut self,
-        base: u64,
-        size: u64,
-        device: Box<dyn MmioDevice>,
-        vgic: bool,
-    ) -> Result<(), Overlap> {
         let end = base.checked_add(size).ok_or(Overlap { base })?;
         if size == 0
             || self
@@ -158,12 +122,7 @@ impl MmioBus {
             return Err(Overlap { base });
         }
         let number = self.regions.len();
-        self.regions.push(MmioRegion {
-            base,
-            size,
-            device,
-            vgic,
-        });
+        self.regions.push(MmioRegion { base, size, device });
         // Mark the blocks the region touches inside the window.
         let first = base.saturating_sub(self.window_base) >> BLOCK_SHIFT;
         let last = (end - 1).saturating_sub(self.window_base) >> BLOCK_SHIFT;
@@ -183,7 +142,7 @@ impl MmioBus {
     }
 
     /// The region at `ipa` and the offset into it.
-    pub fn region_at(&self, ipa: u64) -> Option<(&MmioRegion, u64)> {
+    fn region_at(&self, ipa: u64) -> Option<(&MmioRegion, u64)> {
         let block = ipa.wrapping_sub(self.window_base) >> BLOCK_SHIFT;
         let region = match self.blocks.get(block as usize) {
             Some(&NO_REGION) => return None,
@@ -200,7 +159,7 @@ impl MmioBus {
     /// The device at `ipa` and the offset into it.
     pub fn find(&self, ipa: u64) -> Option<(&dyn MmioDevice, u64)> {
         self.region_at(ipa)
-            .map(|(region, offset)| (region.device(), offset))
+            .map(|(region, offset)| (region.device.as_ref(), offset))
     }
 }
 
@@ -295,20 +254,6 @@ mod tests {
             Some((3 * 0x1_0000_0000 + 4, 4))
         );
         assert_eq!(read(&indexed, 0x0900_4000), None);
-    }
-
-    #[test]
-    fn vgic_windows_are_marked() {
-        let mut bus = MmioBus::with_index(0x0800_0000, 0x0400_0000);
-        bus.add_vgic_window(0x0800_0000, 0x1_0000, Box::new(Fixed(0)))
-            .unwrap();
-        bus.add(0x0900_0000, 0x1000, Box::new(Fixed(0))).unwrap();
-        assert!(bus.region_at(0x0800_0200).unwrap().0.is_vgic());
-        assert!(!bus.region_at(0x0900_0018).unwrap().0.is_vgic());
-        assert_eq!(
-            bus.add_vgic_window(0x0800_8000, 0x10, Box::new(Fixed(0))),
-            Err(Overlap { base: 0x0800_8000 })
-        );
     }
 
     #[test]

@@ -167,11 +167,16 @@ pub fn vcpu_enters(vcpu: &mut Vcpu) {
 /// with the loaded interrupts goes back into the model, then the most urgent pending ones go in.
 /// Only the list registers in use are read and written.
 pub fn sync_list_registers(vcpu: &mut Vcpu) {
+    sync_list_registers_of(&vcpu.vm.irq.vgic, vcpu.index);
+}
+
+/// [`sync_list_registers`] for vCPU `vcpu` of the VM whose vGIC is `vgic`, which must be the
+/// vCPU loaded on this CPU.
+pub fn sync_list_registers_of(vgic: &vgic::Vgic, vcpu: usize) {
     #[cfg(target_arch = "aarch64")]
     {
-        let vgic = &vcpu.vm.irq.vgic;
         let fill = vgic.sync_lrs(
-            vcpu.index,
+            vcpu,
             &mut vgic_hw::HwListRegisters::new(vgic.config().model),
         );
         // UIE: a maintenance interrupt once the list registers (nearly) drain, to load the
@@ -185,7 +190,7 @@ pub fn sync_list_registers(vcpu: &mut Vcpu) {
         vgic_hw::write_hcr(hcr);
     }
     #[cfg(not(target_arch = "aarch64"))]
-    let _ = vcpu;
+    let _ = (vgic, vcpu);
 }
 
 /// Takes every pending physical interrupt of this CPU and hands each to its owner: kicks need

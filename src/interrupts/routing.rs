@@ -7,7 +7,7 @@
 //! A vCPU's exit path refills its list registers when it is dirty or took an interrupt exit —
 //! on no other exit, which keeps hypercalls and MMIO to other devices off the vGIC's lock.
 
-use super::vgic::{CurrentVcpu, VcpuSet, Vgic};
+use super::vgic::{CurrentVcpu, GicWindow, VcpuSet, Vgic};
 use crate::devices::{IrqLine, MmioDevice, MmioError};
 use alloc::{sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -87,20 +87,25 @@ impl CurrentVcpu for RunningVcpu {
     }
 }
 
-/// A vGIC register window (distributor or redistributors) whose writes may make interrupts
-/// deliverable to other vCPUs: after each write, the vCPUs concerned are kicked. Reads and the
-/// other devices' accesses never take the vGIC's kick list.
-pub struct KickingGicWindow<D: MmioDevice> {
+/// A vGIC register window (distributor or redistributors) on the VM's bus, with what the
+/// vGIC's model alone cannot do. Its writes may make interrupts deliverable to other vCPUs:
+/// after each write, the vCPUs concerned are kicked (reads and the other devices' accesses never
+/// take the vGIC's kick list). A read of pending or active state first brings the reading
+/// vCPU's list registers into the model: the reader is the vCPU loaded on this CPU.
+pub struct KickingGicWindow<D: GicWindow> {
     pub window: D,
     pub routing: Arc<IrqRouting>,
 }
 
-impl<D: MmioDevice> MmioDevice for KickingGicWindow<D> {
+impl<D: GicWindow> MmioDevice for KickingGicWindow<D> {
     fn name(&self) -> &'static str {
         self.window.name()
     }
 
     fn read(&self, offset: u64, size: u8) -> Result<u64, MmioError> {
+        if self.window.reads_list_register_state(offset) {
+            super::sync_list_registers_of(&self.routing.vgic, crate::cpu::current_vcpu_index());
+        }
         self.window.read(offset, size)
     }
 

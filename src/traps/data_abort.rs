@@ -26,25 +26,6 @@ pub const fn fault_ipa(hpfar: u64, far: u64) -> u64 {
     ((hpfar >> 4) << 12) | (far & 0xfff)
 }
 
-/// Whether a read at `ipa` asks for interrupt state the loaded vCPU's list registers may hold
-/// more recently than the vGIC model: the pending and active registers (I[SC]PENDR,
-/// I[SC]ACTIVER) of the distributor (0x200-0x3ff) or of a redistributor's SGI_base frame. The
-/// list registers are folded back before such a read answers.
-pub const fn reads_live_irq_state(ipa: u64) -> bool {
-    use crate::vm::virtual_board::{
-        GICD_BASE, GICD_SIZE, GICR_BASE, GICR_REGION_SIZE, GICR_STRIDE,
-    };
-    if ipa >= GICD_BASE && ipa < GICD_BASE + GICD_SIZE {
-        let offset = ipa - GICD_BASE;
-        return offset >= 0x200 && offset < 0x400;
-    }
-    if ipa >= GICR_BASE && ipa < GICR_BASE + GICR_REGION_SIZE {
-        let offset = (ipa - GICR_BASE) % GICR_STRIDE;
-        return offset >= 0x1_0200 && offset < 0x1_0400;
-    }
-    false
-}
-
 /// SPSR.M[4]: the guest was in AArch32.
 const SPSR_AARCH32: u64 = 1 << 4;
 /// SPSR.E (AArch32 only): data accesses are big-endian.
@@ -100,9 +81,6 @@ pub fn handle(vcpu: &mut Vcpu, esr: Esr, hpfar: u64, far: u64) -> Exit {
         );
     }
     let ipa = fault_ipa(hpfar, far);
-    if !abort.write && reads_live_irq_state(ipa) {
-        crate::interrupts::sync_list_registers(vcpu);
-    }
     if abort.stage1_walk {
         return refuse(
             vcpu,
@@ -346,27 +324,6 @@ mod arch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn live_irq_state_reads() {
-        assert!(reads_live_irq_state(0x0800_0200), "GICD_ISPENDR0");
-        assert!(reads_live_irq_state(0x0800_03fc), "GICD_ICACTIVER31");
-        assert!(!reads_live_irq_state(0x0800_0004), "GICD_TYPER");
-        assert!(!reads_live_irq_state(0x0800_0400), "GICD_IPRIORITYR0");
-        assert!(
-            reads_live_irq_state(0x080a_0000 + 0x1_0300),
-            "GICR0 ISACTIVER0"
-        );
-        assert!(
-            reads_live_irq_state(0x080a_0000 + 0x2_0000 + 0x1_0200),
-            "GICR1 ISPENDR0"
-        );
-        assert!(
-            !reads_live_irq_state(0x080a_0000 + 0x0_0200),
-            "RD_base, not SGI_base"
-        );
-        assert!(!reads_live_irq_state(0x0900_0200), "the UART");
-    }
 
     #[test]
     fn ipa_from_hpfar_and_far() {

@@ -13,9 +13,7 @@
 //! - a stage-2 translation fault with ISS.ISV = 1 (the syndrome describes the access), not on
 //!   a stage-1 walk;
 //! - the guest's data accesses are little-endian (SCTLR_EL1.EE and E0E clear);
-//! - a device on the VM's bus accepts it;
-//! - it is not a read of interrupt state the vCPU's list registers may hold more recently than
-//!   the vGIC (`data_abort::reads_live_irq_state`).
+//! - a device on the VM's bus accepts it.
 //!
 //! Everything else — an access nobody answers, with its log line and injected abort, the
 //! instruction decoding of ISV = 0 accesses, big-endian guests — returns [`FULL_EXIT`]: the
@@ -24,7 +22,7 @@
 //! state as it was (the [`MmioDevice`](crate::devices::MmioDevice) contract), and this path
 //! changes nothing before the device has accepted.
 
-use super::data_abort::{fault_ipa, reads_live_irq_state};
+use super::data_abort::fault_ipa;
 use super::esr::extend_load;
 use crate::vm::vcpu::Vcpu;
 
@@ -95,10 +93,9 @@ extern "C" fn handle_mmio_exit(vcpu: &mut Vcpu, esr: u64) -> u64 {
     }
     let ipa = fault_ipa(arch::hpfar(), arch::far());
     let vm = &*vcpu.vm;
-    let Some((region, offset)) = vm.mmio.region_at(ipa) else {
+    let Some((device, offset)) = vm.mmio.find(ipa) else {
         return FULL_EXIT;
     };
-    let device = region.device();
     let size = access.size;
     if access.write {
         let value = vcpu.regs.read(access.register) & size_mask(size);
@@ -106,9 +103,6 @@ extern "C" fn handle_mmio_exit(vcpu: &mut Vcpu, esr: u64) -> u64 {
             return FULL_EXIT;
         }
     } else {
-        if region.is_vgic() && reads_live_irq_state(ipa) {
-            return FULL_EXIT;
-        }
         let Ok(value) = device.read(offset, size) else {
             return FULL_EXIT;
         };

@@ -519,7 +519,7 @@ impl Vm {
             window: VirtualGicd::new(vgic.clone(), RunningVcpu),
             routing: irq.clone(),
         };
-        mmio.add_vgic_window(virtual_board::GICD_BASE, vgic::GICD_WINDOW, Box::new(gicd))
+        mmio.add(virtual_board::GICD_BASE, vgic::GICD_WINDOW, Box::new(gicd))
             .expect("the virtual board's devices do not overlap");
         if let Some(gicr) = VirtualGicr::new(vgic.clone()) {
             let size = virtual_board::gicr_size(vcpu_count).expect("vCPU count checked above");
@@ -527,7 +527,7 @@ impl Vm {
                 window: gicr,
                 routing: irq.clone(),
             };
-            mmio.add_vgic_window(virtual_board::GICR_BASE, size, Box::new(gicr))
+            mmio.add(virtual_board::GICR_BASE, size, Box::new(gicr))
                 .expect("the virtual board's devices do not overlap");
         }
         // The guest's RTC counts from the host's wall clock; its own writes shift only its view.

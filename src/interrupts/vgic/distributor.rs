@@ -353,6 +353,12 @@ impl<C: CurrentVcpu> VirtualGicd<C> {
     }
 }
 
+impl<C: CurrentVcpu> super::GicWindow for VirtualGicd<C> {
+    fn reads_list_register_state(&self, offset: u64) -> bool {
+        super::PENDING_ACTIVE.contains(&offset)
+    }
+}
+
 impl<C: CurrentVcpu> MmioDevice for VirtualGicd<C> {
     fn name(&self) -> &'static str {
         "gicd"

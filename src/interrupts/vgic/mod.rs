@@ -139,6 +139,18 @@ pub struct Vgic {
     cells: Cells,
 }
 
+/// A vGIC register window as a device on the VM's bus.
+pub trait GicWindow: crate::devices::MmioDevice {
+    /// Whether a read at `offset` answers pending or active state (I[SC]PENDR, I[SC]ACTIVER),
+    /// which the reading vCPU's list registers may hold more recently than the model: the guest
+    /// acknowledges and ends interrupts there without an exit.
+    fn reads_list_register_state(&self, offset: u64) -> bool;
+}
+
+/// Where the pending and active registers (ISPENDR, ICPENDR, ISACTIVER, ICACTIVER) are in the
+/// distributor, and in a redistributor's SGI_base frame.
+const PENDING_ACTIVE: core::ops::Range<u64> = 0x200..0x400;
+
 /// Which register window a published register is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Window {

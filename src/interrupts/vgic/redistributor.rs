@@ -215,6 +215,14 @@ impl VirtualGicr {
     }
 }
 
+impl super::GicWindow for VirtualGicr {
+    fn reads_list_register_state(&self, offset: u64) -> bool {
+        (offset % GICR_STRIDE)
+            .checked_sub(SGI_BASE)
+            .is_some_and(|o| super::PENDING_ACTIVE.contains(&o))
+    }
+}
+
 impl MmioDevice for VirtualGicr {
     fn name(&self) -> &'static str {
         "gicr"

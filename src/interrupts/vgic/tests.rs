@@ -1444,3 +1444,38 @@ fn the_reset_index_is_what_a_scan_computes() {
         }
     }
 }
+
+#[test]
+fn windows_say_which_reads_need_the_list_registers() {
+    let v3 = Arc::new(vgic(GicModel::V3, 2, 32));
+    let gicd = VirtualGicd::new(v3.clone(), Current(Arc::new(AtomicUsize::new(0))));
+    for (offset, what) in [
+        (0x200, "ISPENDR0"),
+        (0x2fc, "ICPENDR31"),
+        (0x3fc, "ICACTIVER31"),
+    ] {
+        assert!(gicd.reads_list_register_state(offset), "GICD {what}");
+    }
+    for (offset, what) in [
+        (0x0, "CTLR"),
+        (0x4, "TYPER"),
+        (0x100, "ISENABLER0"),
+        (0x400, "IPRIORITYR0"),
+    ] {
+        assert!(!gicd.reads_list_register_state(offset), "GICD {what}");
+    }
+    let gicr = VirtualGicr::new(v3).unwrap();
+    assert!(gicr.reads_list_register_state(0x1_0300), "GICR0 ISACTIVER0");
+    assert!(
+        gicr.reads_list_register_state(GICR_STRIDE + 0x1_0200),
+        "GICR1 ISPENDR0"
+    );
+    assert!(
+        !gicr.reads_list_register_state(0x0_0200),
+        "RD_base, not SGI_base"
+    );
+    assert!(
+        !gicr.reads_list_register_state(0x1_0100),
+        "GICR0 ISENABLER0"
+    );
+}
