@@ -689,16 +689,8 @@ static IMAGE_CANARY: core::sync::atomic::AtomicU64 =
     core::sync::atomic::AtomicU64::new(0xC0FF_EE00_0000_0001);
 const CANARY_INITIAL: u64 = 0xC0FF_EE00_0000_0001;
 
-/// The note's place: the start of the last 4 KiB page of RAM (from the DTB's `/memory`).
-fn reset_note() -> Option<*mut [u64; 2]> {
-    let fdt = veil_guest_rt::dtb::get().ok()?;
-    let region = fdt.memory().regions().next()?;
-    let end = region.starting_address as usize + region.size?;
-    Some((end - 0x1000) as *mut [u64; 2])
-}
-
 fn reset(tally: &mut Tally, conduit: Conduit, name: &str, fid: u32, from: ResetFrom) {
-    let Some(note) = reset_note() else {
+    let Some(note) = veil_guest_rt::dtb::reset_note() else {
         tally.fail(format_args!("the DTB describes no RAM for the reset note"));
         return;
     };

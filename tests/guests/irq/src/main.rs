@@ -49,7 +49,7 @@ use veil_guest_rt::{bootargs, dtb, gic, power_off, println};
 veil_guest_rt::guest!(name: "irq", main: main);
 
 /// Every test, by its `irq.test=` name.
-const TESTS: [&str; 7] = [
+const TESTS: [&str; 8] = [
     "vtimer",
     "ptimer",
     "sgi",
@@ -57,6 +57,7 @@ const TESTS: [&str; 7] = [
     "active",
     "uart-rx",
     "passthrough",
+    "passthrough-reset",
 ];
 
 fn main(_dtb: usize) -> ! {
@@ -101,6 +102,7 @@ fn main(_dtb: usize) -> ! {
         "active" => active::run(&mut tally),
         "uart-rx" => uart::run(&mut tally),
         "passthrough" => passthrough::run(&mut tally),
+        "passthrough-reset" => passthrough::run_reset(&mut tally),
         _ => unreachable!("checked against TESTS"),
     }
     tally.finish()

@@ -6,7 +6,7 @@
 //! and waits in WFI: the physical SPI must arrive as the same INTID through the guest's GIC,
 //! hardware-mapped, so its EOI (after clearing the RTC's interrupt) retires it for good.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use veil_guest_rt::exception::{mask_irqs, unmask_irqs};
 use veil_guest_rt::gic;
@@ -41,6 +41,9 @@ fn rtc_write(offset: usize, value: u32) {
 }
 
 static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+/// `passthrough-reset`'s first boot: take the interrupt but never end it, so that the physical
+/// SPI stays active when the VM resets.
+static LEAVE_ACTIVE: AtomicBool = AtomicBool::new(false);
 static OTHER: AtomicU32 = AtomicU32::new(0);
 static STILL_RAISED: AtomicU32 = AtomicU32::new(0);
 
@@ -59,7 +62,9 @@ fn handler(raw: u32, _entered: Entered) {
     if rtc_read(rtc::RIS) & 1 != 0 {
         STILL_RAISED.fetch_add(1, Ordering::Relaxed);
     }
-    gic.end(raw);
+    if !LEAVE_ACTIVE.load(Ordering::Relaxed) {
+        gic.end(raw);
+    }
 }
 
 /// Reads fw_cfg's signature: selector register (big-endian, 16 bits) at +8, data at +0.
@@ -130,18 +135,13 @@ pub fn run(tally: &mut Tally) {
         format_args!("0x31"),
     );
 
-    let gic = dispatch::gic();
-    dispatch::set_handler(handler);
-    wait::use_wake_timer(Timer::Virtual);
-    rtc_write(rtc::IMSC, 0);
-    rtc_write(rtc::ICR, 1);
-    gic.configure(INTID, 0x80, false);
-    gic.route_to_this_cpu(INTID);
-    gic.set_enabled(INTID, true);
-    let now = rtc_read(rtc::DR);
-    rtc_write(rtc::MR, now.wrapping_add(2));
-    rtc_write(rtc::IMSC, 1);
-    unmask_irqs();
+    interrupt_arrives(tally);
+}
+
+/// Arms the RTC's match interrupt two seconds ahead and checks that it arrives once as INTID 34,
+/// and nothing else.
+fn interrupt_arrives(tally: &mut Tally) {
+    let now = arm_match();
     let got = wait::until(
         || INTERRUPTS.load(Ordering::Relaxed) > 0,
         5 * wait::frequency(),
@@ -149,7 +149,7 @@ pub fn run(tally: &mut Tally) {
     // A little longer: a second delivery would be a deactivation that did not happen.
     wait::until(|| false, wait::frequency() / 10);
     mask_irqs();
-    gic.set_enabled(INTID, false);
+    dispatch::gic().set_enabled(INTID, false);
     let interrupts = INTERRUPTS.load(Ordering::Relaxed);
     tally.check(
         got && interrupts == 1,
@@ -165,4 +165,70 @@ pub fn run(tally: &mut Tally) {
         format_args!("passthrough: {other} other interrupts, the RTC still raised after clearing {raised} time(s)"),
         format_args!("none"),
     );
+}
+
+/// Enables INTID 34 to this vCPU and the RTC's match interrupt two seconds ahead, with IRQs
+/// unmasked; returns the RTC's time then.
+fn arm_match() -> u32 {
+    let gic = dispatch::gic();
+    dispatch::set_handler(handler);
+    wait::use_wake_timer(Timer::Virtual);
+    rtc_write(rtc::IMSC, 0);
+    rtc_write(rtc::ICR, 1);
+    gic.configure(INTID, 0x80, false);
+    gic.route_to_this_cpu(INTID);
+    gic.set_enabled(INTID, true);
+    let now = rtc_read(rtc::DR);
+    rtc_write(rtc::MR, now.wrapping_add(2));
+    rtc_write(rtc::IMSC, 1);
+    unmask_irqs();
+    now
+}
+
+/// What the first boot of `passthrough-reset` leaves for the second: "IRQRST01".
+const RESET_NOTE_MAGIC: u64 = 0x4952_5152_5354_3031;
+
+/// The `passthrough-reset` test: the first boot takes the RTC's interrupt and, without ending
+/// it (the physical SPI stays active: it is hardware-mapped), resets the VM. The second boot
+/// must get the interrupt again: Veil clears a passed-through SPI's active state at a reset.
+pub fn run_reset(tally: &mut Tally) {
+    let Some(note) = veil_guest_rt::dtb::reset_note() else {
+        tally.fail(format_args!(
+            "passthrough-reset: the DTB describes no RAM for the note"
+        ));
+        return;
+    };
+    // SAFETY: the last page of RAM holds nothing of this image, its stacks or its DTB
+    // (`reset_note`); with the MMU off the accesses go to memory.
+    if unsafe { note.read_volatile() } == [RESET_NOTE_MAGIC, u64::from(INTID)] {
+        // SAFETY: as above.
+        unsafe { note.write_volatile([0, 0]) };
+        veil_guest_rt::println!("irq: passthrough-reset: booted again");
+        interrupt_arrives(tally);
+        return;
+    }
+    LEAVE_ACTIVE.store(true, Ordering::Relaxed);
+    arm_match();
+    let got = wait::until(
+        || INTERRUPTS.load(Ordering::Relaxed) > 0,
+        5 * wait::frequency(),
+    );
+    mask_irqs();
+    if !got {
+        tally.fail(format_args!(
+            "passthrough-reset: the RTC's interrupt did not arrive on the first boot"
+        ));
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { note.write_volatile([RESET_NOTE_MAGIC, u64::from(INTID)]) };
+    // SAFETY: a barrier only: the note reaches memory before the reset.
+    unsafe { core::arch::asm!("dsb sy", options(nostack)) };
+    veil_guest_rt::println!(
+        "irq: passthrough-reset: INTID {INTID} taken and left active; resetting"
+    );
+    let error = veil_guest_rt::psci::system_reset();
+    tally.fail(format_args!(
+        "passthrough-reset: SYSTEM_RESET returned {error:?}"
+    ));
 }

@@ -36,6 +36,17 @@ pub fn for_each_cpu(mut f: impl FnMut(u64)) {
         .for_each(|r| f(r.starting_address as u64 & crate::cpu::MPIDR_AFFINITY_MASK));
 }
 
+/// A place for a note from one boot to the next across a warm reset (PSCI SYSTEM_RESET), which
+/// leaves RAM as it was: two words at the start of the last 4 KiB page of RAM (from `/memory`),
+/// where no loader puts anything (image, DTB and initrd sit at the bottom). `None` without a
+/// valid DTB or `/memory`.
+pub fn reset_note() -> Option<*mut [u64; 2]> {
+    let fdt = get().ok()?;
+    let region = fdt.memory().regions().next()?;
+    let end = region.starting_address as usize + region.size?;
+    Some((end - 0x1000) as *mut [u64; 2])
+}
+
 /// The kernel command line: `/chosen/bootargs`, or `None` if there is no valid DTB, no
 /// `/chosen` or no `bootargs` in it. See [`crate::bootargs`] for picking words out of it.
 pub fn bootargs() -> Option<&'static str> {
