@@ -21,7 +21,7 @@
 //! and times the boot: the "bare" column of a Veil-versus-bare comparison.
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -1107,25 +1107,13 @@ impl Watched {
 
 /// Runs QEMU like `qemu::run`, and also notes when each marker first shows on the console.
 fn watch(
-    mut command: Command,
+    command: Command,
     markers: &[&'static str],
     console: Console,
     timeout: Option<Duration>,
 ) -> Result<Watched> {
     let live = console == Console::Stream;
-    let interactive = live && std::io::stdin().is_terminal();
-    command
-        .stdin(if interactive {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let start = Instant::now();
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start {}: is it installed?", qemu::PROGRAM))?;
+    let (mut child, start) = qemu::spawn(command, console, false)?;
     let (sender, chunks) = mpsc::channel::<(bool, Instant, Vec<u8>)>();
     let readers = [
         reader(child.stdout.take(), false, sender.clone()),

@@ -282,17 +282,17 @@ pub fn run(command: Command, console: Console, timeout: Option<Duration>) -> Res
     run_with_input(command, console, timeout, None)
 }
 
-/// [`run`], and types `input` into QEMU's stdin (kept open until QEMU ends, so that QEMU never
-/// sees the end of its input) instead of connecting the terminal or nothing.
-pub fn run_with_input(
+/// Starts QEMU with stdout and stderr piped (the caller captures them, and shows them live for
+/// [`Console::Stream`]) and stdin piped for typed input, else the terminal when one is there
+/// and the console is live, else nothing. Returns the child and when it started.
+pub fn spawn(
     mut command: Command,
     console: Console,
-    timeout: Option<Duration>,
-    input: Option<&Input>,
-) -> Result<Outcome> {
+    typed_input: bool,
+) -> Result<(Child, Instant)> {
     let interactive = console == Console::Stream && std::io::stdin().is_terminal();
     command
-        .stdin(if input.is_some() {
+        .stdin(if typed_input {
             Stdio::piped()
         } else if interactive {
             Stdio::inherit()
@@ -302,9 +302,21 @@ pub fn run_with_input(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = command
+    let child = command
         .spawn()
         .with_context(|| format!("cannot start {PROGRAM}: is it installed and on PATH?"))?;
+    Ok((child, start))
+}
+
+/// [`run`], and types `input` into QEMU's stdin (kept open until QEMU ends, so that QEMU never
+/// sees the end of its input) instead of connecting the terminal or nothing.
+pub fn run_with_input(
+    command: Command,
+    console: Console,
+    timeout: Option<Duration>,
+    input: Option<&Input>,
+) -> Result<Outcome> {
+    let (mut child, start) = spawn(command, console, input.is_some())?;
     let transcript = Arc::new(Mutex::new(Vec::new()));
     let live = console == Console::Stream;
     let pumps = [
