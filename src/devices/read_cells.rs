@@ -93,8 +93,9 @@ impl ReadCells {
         Ok(())
     }
 
-    /// What the vectors answer for a 32-bit load at `ipa`, if anything: the same lookup, for
-    /// tests and for readers outside the vectors.
+    /// What the vectors answer for a 32-bit load at `ipa`, if anything: their lookup, in Rust,
+    /// for the tests.
+    #[cfg(test)]
     pub fn read(&self, ipa: u64) -> Option<u32> {
         let slot = &self.slots[slot_of(ipa)];
         if slot.ipa != ipa || slot.cell.is_null() {
@@ -105,6 +106,7 @@ impl ReadCells {
     }
 
     /// The published addresses.
+    #[cfg(test)]
     pub fn addresses(&self) -> impl Iterator<Item = u64> + '_ {
         self.slots.iter().map(|s| s.ipa).filter(|&ipa| ipa != EMPTY)
     }
